@@ -1,0 +1,70 @@
+"""python -m tumorlens.data build {brisc2025,figshare,lgg} --root PATH --out DIR [--push-to-hub REPO]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import datasets
+
+from ..errors import DataError
+from . import brisc2025, figshare, lgg
+from .cards import dataset_card
+
+BRISC_TASKS = ("classification", "segmentation", "segmentation+no_tumor")
+
+
+def load_named(name: str, root: str | None, task: str | None, check: str) -> datasets.DatasetDict:
+    if name == "brisc2025":
+        return brisc2025.load(root, task=task or "classification", check=check)
+    if name == "figshare":
+        return figshare.load(root, check=check)
+    return lgg.load(root, check=check)
+
+
+def build(name: str, root: str | None, out: Path, *, task: str | None = None, fmt: str = "disk",
+          check: str = "full", push_to_hub: str | None = None, private: bool = False) -> datasets.DatasetDict:
+    datasets.enable_progress_bars()
+    dsd = load_named(name, root, task, check)
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "disk":
+        dsd.save_to_disk(str(out))
+    else:
+        for split, ds in dsd.items():
+            ds.to_parquet(str(out / f"{split}.parquet"))
+    card = dataset_card(name, dsd, task)
+    card.save(str(out / "README.md"))
+    if push_to_hub:
+        dsd.push_to_hub(push_to_hub, private=private)
+        card.push_to_hub(push_to_hub)
+    return dsd
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tumorlens.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="read a dataset's original layout and write it as a Hugging Face dataset")
+    b.add_argument("dataset", choices=("brisc2025", "figshare", "lgg"))
+    b.add_argument("--root", help="dataset root (default: $TUMORLENS_DATA/<name> or ../shared/data/<name>)")
+    b.add_argument("--out", required=True, type=Path, help="output folder")
+    b.add_argument("--task", choices=BRISC_TASKS, help="BRISC 2025 only (default classification)")
+    b.add_argument("--format", choices=("disk", "parquet"), default="disk",
+                   help="save_to_disk (default) or one Parquet file per split")
+    b.add_argument("--check", choices=("none", "header", "full"), default="full",
+                   help="how hard to check each image before writing (default: decode every pixel)")
+    b.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset and its card to this Hub repo")
+    b.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        dsd = build(args.dataset, args.root, args.out, task=args.task, fmt=args.format, check=args.check,
+                    push_to_hub=args.push_to_hub, private=args.private)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dataset} to {args.out}: " + ", ".join(f"{k} {len(v)}" for k, v in dsd.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

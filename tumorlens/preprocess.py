@@ -1,0 +1,271 @@
+"""The one path every image and mask takes, in training and in inference alike.
+
+decode (any supported file or array -> RGB uint8) -> letterbox to the model's square input
+(keep aspect, zero-pad) -> normalise with the mean/std from the model's own config.
+Masks: binarise at 127, letterboxed with the same geometry. Predictions map back to the
+original pixel grid through the same `Letterbox` record.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_THRESHOLD = 127
+# Uploads past this many pixels are refused before decoding (a 16k x 16k bomb would need GBs).
+MAX_IMAGE_PIXELS = 40_000_000
+MIN_IMAGE_SIDE = 16
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+
+ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray, dict]
+
+
+def _describe(source) -> str | None:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, dict):
+        return source.get("path")
+    return None
+
+
+def open_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode `source` (path, bytes, PIL image or a datasets Image dict)."""
+    name = _describe(source)
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, dict):  # datasets.Image(decode=False) rows: {"bytes": ..., "path": ...}
+        source = source.get("bytes") or source.get("path")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(path, "image file not found")
+        if path.stat().st_size == 0:
+            raise DataError(path, "image file is empty (0 bytes)")
+        fp = path
+    elif isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise DataError(name, "image data is empty (0 bytes)")
+        fp = io.BytesIO(source)
+    else:
+        raise DataError(name, f"cannot read an image from {type(source).__name__}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            if img.width * img.height > max_pixels:
+                raise DataError(name, f"image is {img.width}x{img.height}, over the {max_pixels:,} pixel limit")
+            if getattr(img, "n_frames", 1) > 1:
+                raise DataError(name, f"image has {img.n_frames} frames; give a single 2-D slice")
+            img.load()
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise DataError(name, f"not a readable image ({exc.__class__.__name__}: {exc})") from exc
+    return img
+
+
+def _rescale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Min-max window for 16-bit, signed or float data (MRI intensities have no fixed scale)."""
+    arr = arr.astype(np.float32)
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    return np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def array_to_rgb(arr: np.ndarray, name: str | None = None) -> np.ndarray:
+    """HxW, HxWx1, HxWx3 or HxWx4 array of any numeric dtype -> HxWx3 uint8."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        src_dtype = arr.dtype
+        alpha = arr[..., 3:].astype(np.float32) / (65535.0 if src_dtype == np.uint16 else 255.0)
+        arr = arr[..., :3].astype(np.float32) * alpha  # composite on black, the MRI background
+        if src_dtype in (np.uint8, np.uint16):
+            arr = np.rint(arr).astype(src_dtype)
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+        raise DataError(name, f"expected a 2-D grayscale or 3-channel image, got an array of shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = _rescale_to_uint8(arr)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    return np.ascontiguousarray(arr)
+
+
+def decode_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Any supported image -> HxWx3 uint8 RGB. Grayscale is replicated, alpha composited on
+    black, palette expanded, 16-bit and float data min-max windowed to 8 bits."""
+    name = _describe(source)
+    if isinstance(source, np.ndarray):
+        rgb = array_to_rgb(source, name)
+    else:
+        img = open_image(source, max_pixels=max_pixels)
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB" if img.mode != "1" else "L")
+        elif img.mode == "LA":
+            img = img.convert("RGBA")
+        elif img.mode == "PA":
+            img = img.convert("RGBA")
+        rgb = array_to_rgb(np.asarray(img), name)
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise DataError(name, f"image is {w}x{h}; at least {MIN_IMAGE_SIDE} px a side is needed")
+    return rgb
+
+
+def binarize_mask(mask: np.ndarray) -> np.ndarray:
+    """Any mask array -> HxW uint8 of 0/1: foreground where the value is over 127 (any channel)."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask.max(axis=-1)
+    if mask.dtype == bool:
+        return mask.astype(np.uint8)
+    return (mask > MASK_THRESHOLD).astype(np.uint8)
+
+
+def decode_mask(source: ImageSource) -> np.ndarray:
+    """A mask file -> HxW uint8 of 0/1 (threshold 127)."""
+    if isinstance(source, np.ndarray):
+        return binarize_mask(source)
+    img = open_image(source)
+    if img.mode == "P":
+        img = img.convert("L")
+    return binarize_mask(np.asarray(img))
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image of `orig_h` x `orig_w` was scaled and padded into a `size` square."""
+
+    orig_h: int
+    orig_w: int
+    size: int
+    new_h: int
+    new_w: int
+    top: int
+    left: int
+
+
+def letterbox_geometry(h: int, w: int, size: int) -> Letterbox:
+    scale = size / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    return Letterbox(h, w, size, new_h, new_w, (size - new_h) // 2, (size - new_w) // 2)
+
+
+def letterbox_image(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """HxWx3 uint8 -> size x size x 3 uint8, aspect kept, zero padding centred."""
+    box = letterbox_geometry(rgb.shape[0], rgb.shape[1], size)
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    resized = rgb
+    if (box.new_h, box.new_w) != rgb.shape[:2]:
+        resized = np.asarray(Image.fromarray(rgb).resize((box.new_w, box.new_h), Image.BILINEAR))
+    out[box.top : box.top + box.new_h, box.left : box.left + box.new_w] = resized
+    return out, box
+
+
+def letterbox_mask(mask01: np.ndarray, size: int) -> np.ndarray:
+    """HxW 0/1 mask -> size x size 0/1 mask on the same geometry as `letterbox_image`."""
+    box = letterbox_geometry(mask01.shape[0], mask01.shape[1], size)
+    out = np.zeros((size, size), dtype=np.uint8)
+    scaled = (mask01 * 255).astype(np.uint8)
+    if (box.new_h, box.new_w) != mask01.shape:
+        scaled = np.asarray(Image.fromarray(scaled).resize((box.new_w, box.new_h), Image.BILINEAR))
+    out[box.top : box.top + box.new_h, box.left : box.left + box.new_w] = binarize_mask(scaled)
+    return out
+
+
+def restore_map(prob: torch.Tensor | np.ndarray, box: Letterbox) -> np.ndarray:
+    """A size x size map (probabilities) -> the original H x W grid (bilinear), padding dropped."""
+    t = torch.as_tensor(np.asarray(prob, dtype=np.float32))
+    crop = t[box.top : box.top + box.new_h, box.left : box.left + box.new_w]
+    out = F.interpolate(crop[None, None], size=(box.orig_h, box.orig_w), mode="bilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+@dataclass
+class PreprocessConfig:
+    """What a model expects at its input; saved beside the weights as preprocessor_config.json."""
+
+    input_size: int = 256
+    mean: Sequence[float] = field(default_factory=lambda: IMAGENET_MEAN)
+    std: Sequence[float] = field(default_factory=lambda: IMAGENET_STD)
+    resize_mode: str = "letterbox"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        known = {k: d[k] for k in ("input_size", "mean", "std", "resize_mode") if k in d}
+        return cls(**known)
+
+    @classmethod
+    def from_timm(cls, pretrained_cfg: dict) -> "PreprocessConfig":
+        return cls(input_size=int(pretrained_cfg["input_size"][-1]), mean=tuple(pretrained_cfg["mean"]),
+                   std=tuple(pretrained_cfg["std"]))
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / PREPROCESSOR_CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "PreprocessConfig":
+        path = Path(folder) / PREPROCESSOR_CONFIG_NAME
+        if not path.is_file():
+            raise DataError(path, "model folder has no preprocessor config")
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+class Preprocessor:
+    """decode -> letterbox -> normalise, for one model's `PreprocessConfig`."""
+
+    def __init__(self, config: PreprocessConfig):
+        self.config = config
+        self._mean = torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @property
+    def size(self) -> int:
+        return self.config.input_size
+
+    def prepare(self, source: ImageSource) -> tuple[np.ndarray, Letterbox]:
+        """decode + letterbox: size x size x 3 uint8. Training packs store exactly this."""
+        return letterbox_image(decode_image(source), self.size)
+
+    def prepare_mask(self, source: ImageSource) -> np.ndarray:
+        return letterbox_mask(decode_mask(source), self.size)
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """N x H x W x 3 uint8, or N x 3 x H x W float in [0, 1] -> normalised N x 3 x H x W float32."""
+        if batch.dtype == torch.uint8:
+            batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        mean, std = self._mean.to(batch.device), self._std.to(batch.device)
+        return (batch.float() - mean) / std
+
+    def __call__(self, source: ImageSource) -> tuple[torch.Tensor, Letterbox]:
+        """One image -> (1 x 3 x size x size float32 tensor, its Letterbox)."""
+        pixels, box = self.prepare(source)
+        return self.normalize(torch.from_numpy(pixels)[None]), box
