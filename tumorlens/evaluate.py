@@ -1,0 +1,217 @@
+"""Score a shipped model on the BRISC 2025 test set and write eval.json beside it.
+
+    python -m tumorlens.evaluate segmenter models/tumorlens-unet-mobilenetv2-brisc2025
+    python -m tumorlens.evaluate classifier models/tumorlens-efficientnet-lite0-brisc2025
+
+The model card's numbers are rendered from this file, never typed by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+
+from .data import TUMOR_CLASSES, brisc2025
+from .errors import DataError
+from .inference import Classifier, Segmenter
+from .metrics import classification_report, dice, iou, pixel_accuracy, summarize_segmentation
+from .models import EVAL_NAME
+from .preprocess import decode_image, decode_mask
+from .training.precision import hardware_summary
+
+HEALTHY_MASK_MIN_PX = 50
+
+
+def _leaks(data_root) -> set[str] | None:
+    """BRISC test file names that duplicate a train image (None when the audit is unavailable)."""
+    try:
+        from .audit import brisc_test_leaks
+    except ImportError:
+        return None
+    return set(brisc_test_leaks(data_root))
+
+
+def _dedup_note(leaks: set[str] | None) -> dict:
+    return {"method": "tumorlens.audit: exact pixel hash + perceptual hash confirmed by correlation",
+            "removed": sorted(leaks)} if leaks is not None else {"method": "unavailable"}
+
+
+def evaluate_segmenter(model_dir: str | Path, data_root=None, *, runtime: str = "auto", limit: int | None = None,
+                       batch_size: int = 16) -> dict:
+    seg = Segmenter.from_pretrained(model_dir, runtime=runtime)
+    test = brisc2025.load_segmentation(data_root)["test"]
+    cls_test = brisc2025.load_classification(data_root)["test"]
+    healthy_paths = [r["path"] for r, lab in zip(cls_test.cast_column("image", datasets.Image(decode=False))["image"],
+                                                  cls_test["label"]) if TUMOR_CLASSES[lab] == "no_tumor"]
+    raw = test.cast_column("image", datasets.Image(decode=False)).cast_column(
+        "mask", datasets.Image(decode=False))
+    n = len(raw) if limit is None else min(limit, len(raw))
+    t0 = time.time()
+    records = []
+    for i in tqdm(range(0, n, batch_size), desc="BRISC test (tumor slices)", unit="batch"):
+        rows = raw.select(range(i, min(i + batch_size, n)))
+        images = [decode_image(r["path"]) for r in rows["image"]]
+        truths = [decode_mask(r["path"]) for r in rows["mask"]]
+        for prob, truth, label, plane, name in zip(seg.probabilities(images), truths, rows["label"], rows["plane"],
+                                                   rows["file_name"]):
+            pred = seg.from_probability(prob).mask
+            if pred.shape != truth.shape:
+                raise DataError(name, f"prediction {pred.shape} and mask {truth.shape} differ")
+            records.append({"file_name": name, "label": TUMOR_CLASSES[label],
+                            "plane": brisc2025.PLANE_LABEL.int2str(plane),
+                            "dice": dice(pred, truth), "iou": iou(pred, truth),
+                            "pixel_accuracy": pixel_accuracy(pred, truth)})
+    healthy_paths = healthy_paths if limit is None else healthy_paths[: max(1, limit // 4)]
+    healthy_areas = []
+    for i in tqdm(range(0, len(healthy_paths), batch_size), desc="BRISC test (no_tumor)", unit="batch"):
+        images = [decode_image(p) for p in healthy_paths[i:i + batch_size]]
+        healthy_areas += [int(seg.from_probability(p).mask.sum()) for p in seg.probabilities(images)]
+    healthy_areas = np.asarray(healthy_areas)
+    summary = summarize_segmentation(records)
+    leaks = _leaks(data_root)
+    dedup = None
+    if leaks is not None:
+        kept = [r for r in records if r["file_name"] not in leaks]
+        dedup = {"n": len(kept), "dice": summarize_segmentation(kept, ())["dice"], **_dedup_note(leaks & {r["file_name"] for r in records})}
+    result = {
+        "task": "segmentation",
+        "dataset": "BRISC 2025 segmentation_task/test (official split)",
+        "n_tumor_slices": len(records),
+        "dice_mean": summary["dice"]["mean"],
+        "dice_median": summary["dice"]["median"],
+        "miou": summary["iou"]["mean"],
+        "pixel_accuracy": summary["pixel_accuracy"]["mean"],
+        "by_label": summary["by_label"],
+        "by_plane": summary["by_plane"],
+        "healthy": {"dataset": "BRISC 2025 classification_task/test/no_tumor", "n": int(len(healthy_areas)),
+                    "min_mask_px": HEALTHY_MASK_MIN_PX,
+                    "masked": int((healthy_areas >= HEALTHY_MASK_MIN_PX).sum()),
+                    "masked_rate": float((healthy_areas >= HEALTHY_MASK_MIN_PX).mean()) if len(healthy_areas) else None},
+        "deduplicated": dedup,
+        "settings": {"threshold": 0.5, "tta_hflip": seg.tta, "min_component_fraction": seg.min_component_fraction,
+                     "runtime": seg.runner.runtime, "precision": seg.runner.precision,
+                     "resolution": "metrics at each image's native resolution"},
+        "per_image": records,
+        "seconds": round(time.time() - t0, 1),
+        "hardware": hardware_summary(),
+        "complete": limit is None,
+        "command": "python -m tumorlens.evaluate segmenter " + str(model_dir),
+    }
+    return result
+
+
+def evaluate_classifier(model_dir: str | Path, data_root=None, *, runtime: str = "auto", limit: int | None = None,
+                        batch_size: int = 32) -> dict:
+    clf = Classifier.from_pretrained(model_dir, runtime=runtime)
+    test = brisc2025.load_classification(data_root)["test"]
+    raw = test.cast_column("image", datasets.Image(decode=False))
+    n = len(raw) if limit is None else min(limit, len(raw))
+    t0 = time.time()
+    probs, names = [], []
+    for i in tqdm(range(0, n, batch_size), desc="BRISC classification test", unit="batch"):
+        rows = raw.select(range(i, min(i + batch_size, n)))
+        probs.append(clf.probabilities([decode_image(r["path"]) for r in rows["image"]]))
+        names += rows["file_name"]
+    probs = np.concatenate(probs)
+    truth = np.asarray(test["label"][:n])
+    pred = probs.argmax(1)
+    if list(clf.label_names) != list(TUMOR_CLASSES):
+        raise DataError(str(model_dir), f"classifier labels {clf.label_names} are not {list(TUMOR_CLASSES)}")
+    report = classification_report(truth, pred, TUMOR_CLASSES)
+    leaks = _leaks(data_root)
+    dedup = None
+    if leaks is not None:
+        keep = np.asarray([nm not in leaks for nm in names])
+        dedup = {**classification_report(truth[keep], pred[keep], TUMOR_CLASSES), **_dedup_note(leaks & set(names))}
+    return {
+        "task": "classification",
+        "dataset": "BRISC 2025 classification_task/test (official split)",
+        **report,
+        "deduplicated": dedup,
+        "errors": [{"file_name": nm, "truth": TUMOR_CLASSES[t], "predicted": TUMOR_CLASSES[p],
+                    "confidence": float(pr.max())} for nm, t, p, pr in zip(names, truth, pred, probs) if t != p],
+        "settings": {"runtime": clf.runner.runtime, "precision": clf.runner.precision,
+                     "input_size": clf.pre.size, "resize": "letterbox"},
+        "seconds": round(time.time() - t0, 1),
+        "hardware": hardware_summary(),
+        "complete": limit is None,
+        "command": "python -m tumorlens.evaluate classifier " + str(model_dir),
+    }
+
+
+def plot_confusion(report: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cm = np.asarray(report["confusion_matrix"])
+    names = report["class_names"]
+    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=120)
+    ax.imshow(cm, cmap="Blues")
+    for (r, c), v in np.ndenumerate(cm):
+        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"BRISC 2025 test: accuracy {report['accuracy'] * 100:.2f}%")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def evaluate_model(folder: str | Path, kind: str, data_root=None, *, runtime: str = "auto",
+                   limit: int | None = None) -> dict:
+    folder = Path(folder)
+    if kind == "segmenter":
+        result = evaluate_segmenter(folder, data_root, runtime=runtime, limit=limit)
+    elif kind == "classifier":
+        result = evaluate_classifier(folder, data_root, runtime=runtime, limit=limit)
+        plot_confusion(result, folder / "confusion_matrix.png")
+    else:
+        raise ValueError(f"kind must be segmenter or classifier, not {kind!r}")
+    (folder / EVAL_NAME).write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return result
+
+
+def headline(result: dict) -> str:
+    if result["task"] == "segmentation":
+        h = result["healthy"]
+        return (f"BRISC test: Dice mean {result['dice_mean']:.4f} median {result['dice_median']:.4f} "
+                f"mIoU {result['miou']:.4f} pixel acc {result['pixel_accuracy']:.4f} (n={result['n_tumor_slices']}); "
+                f"healthy slices masked >= {h['min_mask_px']} px: {h['masked']}/{h['n']}")
+    d = result.get("deduplicated") or {}
+    return (f"BRISC test: accuracy {result['accuracy'] * 100:.2f}% macro F1 {result['macro_f1']:.4f} (n={result['n']})"
+            + (f"; de-duplicated accuracy {d['accuracy'] * 100:.2f}% (n={d['n']})" if d.get("n") else ""))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tumorlens.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", choices=("segmenter", "classifier"))
+    p.add_argument("model", help="model folder (eval.json is written into it)")
+    p.add_argument("--data-root", help="BRISC 2025 root")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto")
+    p.add_argument("--limit", type=int, help="score only the first N test images (smoke runs)")
+    p.add_argument("--card", action=argparse.BooleanOptionalAction, default=True, help="re-render README.md from eval.json")
+    args = p.parse_args(argv)
+    try:
+        result = evaluate_model(args.model, args.kind, args.data_root, runtime=args.runtime, limit=args.limit)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.card:
+        from .hub import write_card
+        write_card(args.model, args.kind)
+    print(headline(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Model cards rendered from eval.json + training_info.json, and the Hub push/pull.
+
+Templates live in hub_cards/ (Jinja, rendered by huggingface_hub.ModelCard.from_template)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
+
+from .models import EVAL_NAME, TRAINING_INFO_NAME
+
+CARD_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
+TEMPLATES = {"segmenter": "segmenter.md", "classifier": "classifier.md"}
+
+
+def _read(folder: Path, name: str) -> dict:
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def card_data(kind: str, ev: dict, model_name: str) -> ModelCardData:
+    results = []
+    if kind == "segmenter" and ev:
+        for metric, value, name in (("dice", ev["dice_mean"], "Mean Dice"), ("iou", ev["miou"], "mIoU"),
+                                    ("accuracy", ev["pixel_accuracy"], "Pixel accuracy")):
+            results.append(EvalResult(task_type="image-segmentation", dataset_type="brisc2025", dataset_name="BRISC 2025",
+                                      dataset_split="test", metric_type=metric, metric_value=round(value, 4),
+                                      metric_name=name))
+    if kind == "classifier" and ev:
+        for metric, value, name in (("accuracy", ev["accuracy"], "Accuracy"), ("f1", ev["macro_f1"], "Macro F1")):
+            results.append(EvalResult(task_type="image-classification", dataset_type="brisc2025", dataset_name="BRISC 2025",
+                                      dataset_split="test", metric_type=metric, metric_value=round(value, 4),
+                                      metric_name=name))
+    common = dict(license="apache-2.0", tags=["medical", "mri", "brain-tumor", "tumorlens"],
+                  datasets=["brisc2025"], model_name=model_name, eval_results=results or None)
+    if kind == "segmenter":
+        return ModelCardData(library_name="segmentation-models-pytorch", pipeline_tag="image-segmentation",
+                             tags=common.pop("tags") + ["segmentation-models-pytorch", "semantic-segmentation"], **common)
+    return ModelCardData(library_name="timm", pipeline_tag="image-classification",
+                         tags=common.pop("tags") + ["timm", "image-classification"], **common)
+
+
+def render_card(folder: str | Path, kind: str, repo_id: str | None = None) -> ModelCard:
+    folder = Path(folder)
+    ev, info = _read(folder, EVAL_NAME), _read(folder, TRAINING_INFO_NAME)
+    pre = _read(folder, "preprocessor_config.json")
+    config = _read(folder, "config.json")
+    template = (CARD_DIR / TEMPLATES[kind]).read_text()
+    hours = info.get("train_seconds", 0) / 3600
+    return ModelCard.from_template(
+        card_data(kind, ev, folder.name), template_str=template,
+        model_id=repo_id or folder.name, repo_or_path=repo_id or f"models/{folder.name}", ev=ev, info=info, pre=pre,
+        config=config, train_hours=f"{hours:.2f}", pct=_pct,
+        dedup=(ev.get("deduplicated") or {}),
+    )
+
+
+def write_card(folder: str | Path, kind: str, repo_id: str | None = None) -> Path:
+    path = Path(folder) / "README.md"
+    render_card(folder, kind, repo_id).save(str(path))
+    return path
+
+
+def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Upload a Hub-layout folder as is (weights, config, card, eval.json)."""
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload TumorLens model")
+    return str(info)
+
+
+def pull(repo_id: str, *, revision: str | None = None) -> Path:
+    """A model repo's snapshot (from the local HF cache when HF_HUB_OFFLINE=1)."""
+    return Path(snapshot_download(repo_id, revision=revision))

@@ -1,0 +1,242 @@
+"""Inference: the segmenter and the classifier behind one pipeline, shared by the evaluation,
+the predict CLI and the Gradio app. Models load from a local folder or a Hub repo id.
+
+Runtimes: 'torch' (precision per machine, as in training; channels_last on CPU) or 'onnx'
+(ONNX Runtime, exported once and cached). 'auto' takes ONNX Runtime on CPUs without native
+bf16, where it measured faster, and torch elsewhere."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .models import fetch_file, load_classifier, load_segmenter
+from .preprocess import ImageSource, Letterbox, Preprocessor, decode_image, letterbox_image, restore_map
+from .training.precision import pick_precision
+
+DEFAULT_THRESHOLD = 0.5
+# Connected components smaller than this share of the image are dropped (speckle, not tumor).
+DEFAULT_MIN_COMPONENT_FRACTION = 0.0002
+
+
+def onnx_cache_dir() -> Path:
+    return Path(os.environ.get("TUMORLENS_CACHE", Path.home() / ".cache" / "tumorlens")) / "onnx"
+
+
+def pick_runtime(requested: str = "auto", device: str = "cpu") -> str:
+    if requested not in ("auto", "torch", "onnx"):
+        raise ValueError(f"runtime must be auto, torch or onnx, not {requested!r}")
+    if requested != "auto":
+        return requested
+    if device != "cpu":
+        return "torch"
+    return "torch" if pick_precision("auto", "cpu") == "bf16" else "onnx"
+
+
+class _Runner:
+    """Runs a float32 eval-mode model on N x 3 x S x S batches with torch or ONNX Runtime."""
+
+    def __init__(self, model: torch.nn.Module, size: int, *, key: str, runtime: str = "auto",
+                 device: str = "cpu", precision: str = "auto"):
+        self.model, self.size, self.device = model.eval(), size, torch.device(device)
+        self.runtime = pick_runtime(runtime, self.device.type)
+        self.precision = pick_precision(precision, self.device) if self.runtime == "torch" else "fp32"
+        self.session = None
+        if self.runtime == "onnx":
+            self.session = self._onnx_session(key)
+        else:
+            self.model.to(self.device)
+            if self.device.type == "cpu":
+                self.model.to(memory_format=torch.channels_last)
+
+    def _onnx_session(self, key: str):
+        import onnxruntime as ort
+        path = onnx_cache_dir() / f"{key}.onnx"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.onnx")
+            dummy = torch.zeros(1, 3, self.size, self.size)
+            torch.onnx.export(self.model.float().cpu(), dummy, str(tmp), input_names=["pixel_values"],
+                              output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+            tmp.replace(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
+            return torch.from_numpy(self.session.run(None, {"pixel_values": x.numpy().astype(np.float32)})[0])
+        x = x.to(self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.model(x).float().cpu()
+
+
+def _model_key(name_or_path: str | Path, kind: str) -> str:
+    weights = fetch_file(name_or_path, "model.safetensors")
+    st = weights.stat()
+    raw = f"{kind}:{weights.resolve()}:{st.st_size}:{st.st_mtime_ns}:{torch.__version__}"
+    return f"{kind}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
+
+
+def clean_mask(mask: np.ndarray, min_px: int) -> np.ndarray:
+    """Drop connected components smaller than `min_px` pixels."""
+    if min_px <= 1 or not mask.any():
+        return mask
+    labels, n = ndimage.label(mask)
+    sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = sizes >= min_px
+    return keep[labels]
+
+
+@dataclass
+class Segmentation:
+    probability: np.ndarray   # H x W float32 in [0, 1], the input's own grid
+    mask: np.ndarray          # H x W bool after threshold and clean-up
+    threshold: float
+
+    @property
+    def area_px(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def area_fraction(self) -> float:
+        return float(self.mask.mean())
+
+
+class Segmenter:
+    def __init__(self, model: torch.nn.Module, preprocess, *, runtime: str = "auto", device: str = "cpu",
+                 precision: str = "auto", tta: bool = True, key: str = "segmenter",
+                 min_component_fraction: float = DEFAULT_MIN_COMPONENT_FRACTION):
+        self.pre = Preprocessor(preprocess)
+        self.runner = _Runner(model, self.pre.size, key=key, runtime=runtime, device=device, precision=precision)
+        self.tta = tta
+        self.min_component_fraction = min_component_fraction
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "Segmenter":
+        model, pre = load_segmenter(name_or_path)
+        return cls(model, pre, key=_model_key(name_or_path, "segmenter"), **kwargs)
+
+    def probabilities(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
+        """RGB uint8 images of any size -> tumor probability maps on each image's own grid."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            boxed = [letterbox_image(img, self.pre.size) for img in images[i:i + batch_size]]
+            x = self.pre.normalize(torch.from_numpy(np.stack([b[0] for b in boxed])))
+            logits = self.runner(x)
+            if self.tta:  # average with the mirrored view: cheap, and steadier at tumor edges
+                logits = (logits + self.runner(x.flip(3)).flip(3)) / 2
+            probs = torch.sigmoid(logits[:, 0])
+            out.extend(restore_map(p, box) for p, (_, box) in zip(probs, boxed))
+        return out
+
+    def segment(self, image: ImageSource | np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Segmentation:
+        rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else decode_image(image)
+        return self.from_probability(self.probabilities([rgb])[0], threshold)
+
+    def from_probability(self, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Segmentation:
+        mask = clean_mask(prob >= threshold, int(self.min_component_fraction * prob.size))
+        return Segmentation(prob.astype(np.float32), mask, threshold)
+
+
+class Classifier:
+    def __init__(self, model: torch.nn.Module, preprocess, label_names: Sequence[str], *, runtime: str = "auto",
+                 device: str = "cpu", precision: str = "auto", key: str = "classifier"):
+        self.pre = Preprocessor(preprocess)
+        self.label_names = list(label_names)
+        self.runner = _Runner(model, self.pre.size, key=key, runtime=runtime, device=device, precision=precision)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "Classifier":
+        model, pre, labels = load_classifier(name_or_path)
+        return cls(model, pre, labels, key=_model_key(name_or_path, "classifier"), **kwargs)
+
+    def logits(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = self.pre.normalize(torch.from_numpy(np.stack([self.pre.prepare(img)[0] for img in images[i:i + batch_size]])))
+            out.append(self.runner(x).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(self.logits(images)), dim=1).numpy()
+
+
+@dataclass
+class Analysis:
+    """Everything the app and the CLI report for one image."""
+
+    image: np.ndarray
+    segmentation: Segmentation | None
+    class_probabilities: dict[str, float] = field(default_factory=dict)
+    pixel_spacing_mm: tuple[float, float] | None = None
+
+    @property
+    def predicted_class(self) -> str | None:
+        return max(self.class_probabilities, key=self.class_probabilities.get) if self.class_probabilities else None
+
+    @property
+    def tumor_found(self) -> bool:
+        return self.segmentation is not None and self.segmentation.area_px > 0
+
+    @property
+    def area_mm2(self) -> float | None:
+        if self.segmentation is None or self.pixel_spacing_mm is None:
+            return None
+        return self.segmentation.area_px * float(self.pixel_spacing_mm[0]) * float(self.pixel_spacing_mm[1])
+
+
+class Pipeline:
+    """Segmenter and (optionally) classifier, loaded by Hub repo id or local folder."""
+
+    def __init__(self, segmenter: Segmenter | None, classifier: Classifier | None = None):
+        if segmenter is None and classifier is None:
+            raise ValueError("a pipeline needs a segmenter, a classifier or both")
+        self.segmenter, self.classifier = segmenter, classifier
+
+    @classmethod
+    def from_pretrained(cls, seg_model: str | Path | None, cls_model: str | Path | None = None, **kwargs) -> "Pipeline":
+        return cls(Segmenter.from_pretrained(seg_model, **kwargs) if seg_model else None,
+                   Classifier.from_pretrained(cls_model, **kwargs) if cls_model else None)
+
+    def analyze(self, image: ImageSource | np.ndarray, *, threshold: float = DEFAULT_THRESHOLD,
+                pixel_spacing_mm: tuple[float, float] | None = None) -> Analysis:
+        rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else decode_image(image)
+        seg = self.segmenter.segment(rgb, threshold) if self.segmenter else None
+        probs = {}
+        if self.classifier:
+            p = self.classifier.probabilities([rgb])[0]
+            probs = {name: float(v) for name, v in zip(self.classifier.label_names, p)}
+        return Analysis(rgb, seg, probs, pixel_spacing_mm)
+
+
+__all__ = ["Segmenter", "Classifier", "Pipeline", "Analysis", "Segmentation", "clean_mask", "pick_runtime", "Letterbox"]
+
+
+# -- which models to load ------------------------------------------------------------------
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODELS = {  # shipped folders; env vars or flags may name a Hub repo id instead
+    "segmenter": ("TUMORLENS_SEG_MODEL", "tumorlens-unet-mobilenetv2-brisc2025"),
+    "classifier": ("TUMORLENS_CLS_MODEL", "tumorlens-efficientnet-lite0-brisc2025"),
+}
+
+
+def default_model(kind: str) -> str | None:
+    """$TUMORLENS_SEG_MODEL / $TUMORLENS_CLS_MODEL, else the shipped folder under models/ if present."""
+    env, folder = DEFAULT_MODELS[kind]
+    if os.environ.get(env):
+        return os.environ[env]
+    path = MODELS_DIR / folder
+    return str(path) if (path / "config.json").is_file() else None

@@ -1,0 +1,83 @@
+"""Segmentation and classification metrics, with the edge cases defined once.
+
+Dice/IoU of two empty masks is 1 (nothing to find, nothing found); of exactly one empty mask, 0."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
+    total = int(p.sum()) + int(t.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
+    union = int(np.logical_or(p, t).sum())
+    return 1.0 if union == 0 else int(np.logical_and(p, t).sum()) / union
+
+
+def pixel_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
+    return float((p == t).mean())
+
+
+def _stats(values: Sequence[float]) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return {"n": 0}
+    return {"n": int(v.size), "mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std())}
+
+
+def summarize_segmentation(records: Iterable[dict], group_keys: Sequence[str] = ("label", "plane")) -> dict:
+    """records: dicts with dice, iou, pixel_accuracy and grouping fields -> overall and per-group stats."""
+    records = list(records)
+    out = {"n": len(records)}
+    for m in ("dice", "iou", "pixel_accuracy"):
+        out[m] = _stats([r[m] for r in records])
+    for key in group_keys:
+        groups = defaultdict(list)
+        for r in records:
+            if key in r:
+                groups[r[key]].append(r)
+        out[f"by_{key}"] = {g: {"n": len(rs), "dice": _stats([r["dice"] for r in rs]),
+                                "iou": _stats([r["iou"] for r in rs])} for g, rs in sorted(groups.items())}
+    return out
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for t, p in zip(y_true, y_pred):
+        cm[int(t), int(p)] += 1
+    return cm
+
+
+def classification_report(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> dict:
+    """accuracy, macro F1, per-class precision/recall/F1/support, confusion matrix (rows = truth)."""
+    k = len(class_names)
+    cm = confusion_matrix(y_true, y_pred, k)
+    per_class, f1s = {}, []
+    for i, name in enumerate(class_names):
+        tp = cm[i, i]
+        fp = cm[:, i].sum() - tp
+        fn = cm[i, :].sum() - tp
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        per_class[name] = {"precision": float(prec), "recall": float(rec), "f1": float(f1), "support": int(cm[i].sum())}
+        if cm[i].sum() > 0:
+            f1s.append(f1)
+    n = int(cm.sum())
+    return {
+        "n": n,
+        "accuracy": float(np.trace(cm) / n) if n else 0.0,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+    }

@@ -1,0 +1,121 @@
+"""Argument parsing and the run recipe shared by train/train_segmenter.py and train/train_classifier.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import brisc2025
+from ..packs import cached_pack, stratified_holdout
+from .loop import TrainConfig, Trainer, default_threads
+
+
+def add_common_args(p: argparse.ArgumentParser, *, defaults: dict) -> None:
+    p.add_argument("--data-root", help="BRISC 2025 root (default $TUMORLENS_DATA/brisc2025 or ../shared/data/brisc2025)")
+    p.add_argument("--run-dir", type=Path, default=Path(defaults["run_dir"]),
+                   help="checkpoints, logs and the best model; re-running with the same dir resumes")
+    p.add_argument("--out", type=Path, default=Path(defaults["out"]), help="Hub-layout folder for the finished model")
+    p.add_argument("--epochs", type=int, default=defaults["epochs"])
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    p.add_argument("--lr", type=float, default=defaults["lr"])
+    p.add_argument("--encoder-lr-mult", type=float, default=0.3, help="encoder lr = lr x this")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--patience", type=int, default=8, help="early stop after this many epochs without a better val score")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 on CUDA and on CPUs with AVX-512 bf16/AMX, fp32 elsewhere")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for validation")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--random-init", action="store_true", help="do not start from ImageNet weights")
+    p.add_argument("--init-from", help="fine-tune from a published model (local folder or Hub repo id)")
+    p.add_argument("--no-finalize", action="store_true", help="stop after training; skip export/eval/card")
+    p.add_argument("--skip-eval", action="store_true", help="export without scoring on the test set")
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
+                   help="store the exported weights in fp16 (half the size)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="upload the finished folder to this Hub repo")
+    p.add_argument("--private", action="store_true")
+
+
+def train_config(args) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, encoder_lr_mult=args.encoder_lr_mult,
+                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision,
+                       seed=args.seed, patience=args.patience, max_steps=args.max_steps,
+                       checkpoint_minutes=args.checkpoint_minutes, num_threads=args.threads or default_threads(),
+                       device=args.device)
+
+
+def subset(pack: dict, idx: np.ndarray) -> dict:
+    return {k: v[idx] for k, v in pack.items()}
+
+
+def brisc_train_val(task: str, size: int, args) -> tuple[dict, dict]:
+    """BRISC train (never test) as a pack, split into train/validation by class, seeded."""
+    if task == "segmentation":
+        pack = cached_pack("brisc2025-seg+no_tumor-train", lambda: brisc2025.load_segmentation(
+            args.data_root, include_no_tumor=True)["train"], size)
+    else:
+        pack = cached_pack("brisc2025-cls-train", lambda: brisc2025.load_classification(args.data_root)["train"], size)
+    tr, va = stratified_holdout(pack["labels"], args.val_fraction, args.seed)
+    if args.limit:
+        rng = np.random.default_rng(args.seed)
+        tr = np.sort(rng.choice(tr, size=min(args.limit, len(tr)), replace=False))
+        va = np.sort(rng.choice(va, size=min(max(8, args.limit // 4), len(va)), replace=False))
+    return subset(pack, tr), subset(pack, va)
+
+
+def init_state_from(name_or_path: str | None, kind: str) -> dict | None:
+    if not name_or_path:
+        return None
+    from ..models import load_classifier, load_segmenter
+    model = load_segmenter(name_or_path)[0] if kind == "segmenter" else load_classifier(name_or_path)[0]
+    return {k: v.float() for k, v in model.state_dict().items()}
+
+
+def run(task, args, kind: str) -> Path | None:
+    cfg = train_config(args)
+    trainer = Trainer(task, cfg, args.run_dir, init_state=init_state_from(args.init_from, kind))
+    (args.run_dir / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+    state = trainer.fit()
+    if args.no_finalize or not state.get("done"):
+        return None
+    return finalize(args.run_dir / "best", args.out, kind, args)
+
+
+def finalize(best: Path, out: Path, kind: str, args) -> Path:
+    """Best checkpoint -> the shipped folder (fp16 if asked), scored on BRISC test, card rendered."""
+    from ..evaluate import evaluate_model
+    from ..hub import push_folder, write_card
+    from ..models import load_classifier, load_segmenter, save_classifier, save_segmenter
+    info = json.loads((best / "training_info.json").read_text())
+    if out.exists():
+        shutil.rmtree(out)
+    if kind == "segmenter":
+        model, pre = load_segmenter(best)
+        save_segmenter(model, out, pre, fp16=args.fp16, training_info=info)
+    else:
+        model, pre, labels = load_classifier(best)
+        save_classifier(model, out, labels, pre, fp16=args.fp16, training_info=info)
+    if not args.skip_eval:
+        evaluate_model(out, kind, data_root=args.data_root)
+    write_card(out, kind)
+    if args.push_to_hub:
+        push_folder(out, args.push_to_hub, private=args.private)
+    return out
+
+
+def dataclass_defaults(cls) -> dict:
+    return {f.name: f.default for f in fields(cls)}
+
+
+__all__ = ["add_common_args", "brisc_train_val", "run", "finalize", "torch"]

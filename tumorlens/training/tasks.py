@@ -1,0 +1,201 @@
+"""The two training tasks `Trainer` runs: tumor segmentation and tumor-type classification.
+Both read in-memory packs (see tumorlens.packs) and augment whole batches (see augment)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+from .. import imagenet
+from ..metrics import classification_report, dice
+from ..models import build_classifier, build_segmenter, save_classifier, save_segmenter
+from ..preprocess import PreprocessConfig, Preprocessor
+from .augment import AugmentConfig, augment, random_crops
+
+HEALTHY_MASK_MIN_PX = 50  # a prediction this large on a healthy slice counts as a false alarm (at 512 px)
+
+
+def _split_params(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], lr: float, mult: float) -> list[dict]:
+    enc, rest = [], []
+    for name, p in model.named_parameters():
+        (enc if name.startswith(encoder_prefixes) else rest).append(p)
+    return [{"params": enc, "lr": lr * mult}, {"params": rest, "lr": lr}]
+
+
+# -- segmentation --------------------------------------------------------------------------
+@dataclass
+class SegmentationSetup:
+    encoder: str = "mobilenet_v2"
+    imagenet_init: bool = True
+    input_size: int = 256
+    crop: int = 192
+    fg_fraction: float = 0.33
+    val_batch: int = 32
+    dice_weight: float = 1.0
+
+
+class SegmentationTask:
+    name = "segmenter"
+
+    def __init__(self, train_pack: dict, val_pack: dict, setup: SegmentationSetup | None = None,
+                 aug: AugmentConfig | None = None):
+        self.setup = setup or SegmentationSetup()
+        self.aug = aug or AugmentConfig()
+        self.preprocess = PreprocessConfig(input_size=self.setup.input_size)
+        self.pre = Preprocessor(self.preprocess)
+        self.images = torch.from_numpy(train_pack["images"])
+        self.masks = torch.from_numpy(train_pack["masks"])
+        self.val = val_pack
+        self.bce = torch.nn.BCEWithLogitsLoss()
+        self.dice_loss = smp.losses.DiceLoss(mode="binary", from_logits=True)
+
+    def build_model(self) -> torch.nn.Module:
+        model = build_segmenter(self.setup.encoder)
+        if self.setup.imagenet_init:
+            model.encoder.load_state_dict(imagenet.load_state_dict(self.setup.encoder))
+        return model
+
+    def param_groups(self, model, lr, mult):
+        return _split_params(model, ("encoder.",), lr, mult)
+
+    def num_train(self) -> int:
+        return len(self.images)
+
+    def make_batch(self, indices, g, device):
+        idx = torch.as_tensor(indices)
+        imgs, masks = random_crops(self.images[idx], self.masks[idx], self.setup.crop, g, self.setup.fg_fraction)
+        x = imgs.permute(0, 3, 1, 2).float().div_(255.0)
+        m = masks[:, None].float()
+        x, m = augment(x, m, self.aug, g)
+        return {"x": self.pre.normalize(x).to(device), "mask": m.to(device)}
+
+    def loss(self, model, batch):
+        logits = model(batch["x"]).float()
+        return self.bce(logits, batch["mask"]) + self.setup.dice_weight * self.dice_loss(logits, batch["mask"])
+
+    @torch.no_grad()
+    def predict_probs(self, model, images_u8: np.ndarray, device, autocast) -> np.ndarray:
+        model.eval()
+        out = []
+        for i in range(0, len(images_u8), self.setup.val_batch):
+            x = self.pre.normalize(torch.from_numpy(images_u8[i:i + self.setup.val_batch])).to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = model(x)
+            out.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
+        model.train()
+        return np.concatenate(out)
+
+    def validate(self, model, device, autocast) -> dict:
+        probs = self.predict_probs(model, self.val["images"], device, autocast)
+        preds = probs > 0.5
+        truth = self.val["masks"].astype(bool)
+        dices = np.array([dice(p, t) for p, t in zip(preds, truth)])
+        tumor = truth.reshape(len(truth), -1).any(1)
+        scale = (self.setup.input_size / 512) ** 2
+        healthy_fp = (preds[~tumor].reshape((~tumor).sum(), -1).sum(1) >= HEALTHY_MASK_MIN_PX * scale)
+        return {
+            "score": float(dices.mean()),  # healthy slices count: empty-on-empty is 1, any mask is 0
+            "val_dice_tumor": float(dices[tumor].mean()) if tumor.any() else float("nan"),
+            "val_dice_tumor_median": float(np.median(dices[tumor])) if tumor.any() else float("nan"),
+            "val_healthy_fp_rate": float(healthy_fp.mean()) if (~tumor).any() else float("nan"),
+        }
+
+    def export(self, model, folder: Path, metrics: dict, run_info: dict) -> None:
+        info = {**run_info, "setup": asdict(self.setup), "augment": asdict(self.aug), "val_metrics": metrics}
+        save_segmenter(model, folder, self.preprocess, training_info=info)
+
+
+# -- classification ------------------------------------------------------------------------
+ARCH_CHECKPOINTS = {  # timm architecture -> shipped ImageNet checkpoint and its normalisation
+    "tf_efficientnet_lite0": ("efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "mobilenetv2_100": ("mobilenet_v2", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass
+class ClassificationSetup:
+    arch: str = "tf_efficientnet_lite0"
+    imagenet_init: bool = True
+    input_size: int = 224
+    label_smoothing: float = 0.1
+    drop_rate: float = 0.2
+    val_batch: int = 64
+
+
+class ClassificationTask:
+    name = "classifier"
+
+    def __init__(self, train_pack: dict, val_pack: dict, label_names: list[str],
+                 setup: ClassificationSetup | None = None, aug: AugmentConfig | None = None):
+        self.setup = setup or ClassificationSetup()
+        self.aug = aug or AugmentConfig(rotate_deg=12.0, scale=(0.85, 1.15), translate=0.08)
+        _, mean, std = ARCH_CHECKPOINTS.get(self.setup.arch, (None, (0.5,) * 3, (0.5,) * 3))
+        self.preprocess = PreprocessConfig(input_size=self.setup.input_size, mean=mean, std=std)
+        self.pre = Preprocessor(self.preprocess)
+        self.label_names = list(label_names)
+        self.images = torch.from_numpy(train_pack["images"])
+        self.labels = torch.from_numpy(train_pack["labels"])
+        self.val = val_pack
+        counts = torch.bincount(self.labels, minlength=len(label_names)).float().clamp_min(1)
+        weights = counts.sum() / (len(label_names) * counts)  # inverse frequency: imbalance handled
+        self.criterion = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=self.setup.label_smoothing)
+
+    def build_model(self) -> torch.nn.Module:
+        model = build_classifier(self.setup.arch, len(self.label_names), self.setup.drop_rate)
+        if self.setup.imagenet_init:
+            ckpt = ARCH_CHECKPOINTS[self.setup.arch][0]
+            state = {k: v for k, v in imagenet.load_state_dict(ckpt).items()
+                     if not k.startswith(("_fc.", "classifier."))}
+            imagenet.load_in_order(model, state, skip_prefixes=(model.default_cfg.get("classifier", "classifier"),))
+        return model
+
+    def param_groups(self, model, lr, mult):
+        head = model.default_cfg.get("classifier", "classifier")
+        enc, rest = [], []
+        for name, p in model.named_parameters():
+            (rest if name.startswith(head) else enc).append(p)
+        return [{"params": enc, "lr": lr * mult}, {"params": rest, "lr": lr}]
+
+    def num_train(self) -> int:
+        return len(self.images)
+
+    def make_batch(self, indices, g, device):
+        idx = torch.as_tensor(indices)
+        x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
+        x, _ = augment(x, None, self.aug, g)
+        return {"x": self.pre.normalize(x).to(device), "label": self.labels[idx].to(device)}
+
+    def loss(self, model, batch):
+        return self.criterion(model(batch["x"]).float(), batch["label"])
+
+    @torch.no_grad()
+    def predict_logits(self, model, images_u8: np.ndarray, device, autocast) -> np.ndarray:
+        model.eval()
+        out = []
+        for i in range(0, len(images_u8), self.setup.val_batch):
+            x = self.pre.normalize(torch.from_numpy(images_u8[i:i + self.setup.val_batch])).to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                out.append(model(x).float().cpu().numpy())
+        model.train()
+        return np.concatenate(out)
+
+    def validate(self, model, device, autocast) -> dict:
+        logits = self.predict_logits(model, self.val["images"], device, autocast)
+        report = classification_report(self.val["labels"], logits.argmax(1), self.label_names)
+        loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(self.val["labels"])).item()
+        # accuracy first; val loss breaks ties between equally accurate epochs
+        return {"score": report["accuracy"] - 1e-3 * loss, "val_accuracy": report["accuracy"],
+                "val_macro_f1": report["macro_f1"], "val_loss": loss}
+
+    def export(self, model, folder: Path, metrics: dict, run_info: dict) -> None:
+        info = {**run_info, "setup": asdict(self.setup), "augment": asdict(self.aug), "val_metrics": metrics}
+        save_classifier(model, folder, self.label_names, self.preprocess, training_info=info)
