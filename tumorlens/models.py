@@ -94,6 +94,7 @@ def save_classifier(model: torch.nn.Module, folder: str | Path, label_names: lis
                 safe_serialization=True, data_config=data_config)
     cfg_path = folder / "config.json"
     cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = "float32"  # transformers would otherwise load fp16-stored weights as fp16 and drift from timm
     cfg.get("model_args", {}).pop("num_classes", None)
     if not cfg.get("model_args"):
         cfg.pop("model_args", None)

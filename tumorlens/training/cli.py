@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..data import brisc2025
-from ..packs import cached_pack, stratified_holdout
+from ..packs import build_pack, cached_pack, stratified_holdout
 from .loop import TrainConfig, Trainer, default_threads
 
 
@@ -60,17 +60,23 @@ def subset(pack: dict, idx: np.ndarray) -> dict:
 
 
 def brisc_train_val(task: str, size: int, args) -> tuple[dict, dict]:
-    """BRISC train (never test) as a pack, split into train/validation by class, seeded."""
+    """BRISC train (never test) as a pack, split into train/validation by class, seeded.
+    With --limit, only a stratified handful of rows is decoded (smoke runs, tests)."""
     if task == "segmentation":
-        pack = cached_pack("brisc2025-seg+no_tumor-train", lambda: brisc2025.load_segmentation(
-            args.data_root, include_no_tumor=True)["train"], size)
+        key = "brisc2025-seg+no_tumor-train"
+        ds = brisc2025.load_segmentation(args.data_root, include_no_tumor=True)["train"]
     else:
-        pack = cached_pack("brisc2025-cls-train", lambda: brisc2025.load_classification(args.data_root)["train"], size)
-    tr, va = stratified_holdout(pack["labels"], args.val_fraction, args.seed)
+        key = "brisc2025-cls-train"
+        ds = brisc2025.load_classification(args.data_root)["train"]
+    tr, va = stratified_holdout(np.asarray(ds["label"]), args.val_fraction, args.seed)
     if args.limit:
         rng = np.random.default_rng(args.seed)
         tr = np.sort(rng.choice(tr, size=min(args.limit, len(tr)), replace=False))
         va = np.sort(rng.choice(va, size=min(max(8, args.limit // 4), len(va)), replace=False))
+        rows = np.concatenate([tr, va])
+        pack = build_pack(ds.select(rows), size, desc=f"{key} (limit {args.limit})")
+        return subset(pack, np.arange(len(tr))), subset(pack, np.arange(len(tr), len(rows)))
+    pack = cached_pack(key, lambda: ds, size)
     return subset(pack, tr), subset(pack, va)
 
 

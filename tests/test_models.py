@@ -1,0 +1,185 @@
+"""Both model kinds: a tiny real-data training run, Hub-layout round trips, offline Hub-cache loading,
+the three classifier loaders, ONNX/torch parity, the predict CLI and the card rendered from eval.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import segmentation_models_pytorch as smp
+import timm
+import torch
+
+from _tiny_models import REPO, train_tiny
+from tumorlens import models
+from tumorlens.data import TUMOR_CLASSES
+from tumorlens.inference import Classifier, Segmenter
+from tumorlens.preprocess import PreprocessConfig, decode_image
+
+BRISC = REPO.parent / "shared" / "data" / "brisc2025"
+TEST_IMAGES = sorted((BRISC / "classification_task" / "test" / "glioma").glob("*.jpg"))[:2] + \
+    sorted((BRISC / "classification_task" / "test" / "no_tumor").glob("*.jpg"))[:1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    return {"segmenter": train_tiny("segmenter", work), "classifier": train_tiny("classifier", work)}
+
+
+def test_segmenter_folder_is_hub_layout_and_smp_loads_it(tiny):
+    best, shipped = tiny["segmenter"]
+    for name in ("config.json", "model.safetensors", "README.md", "preprocessor_config.json", "training_info.json"):
+        assert (shipped / name).is_file(), name
+    config = json.loads((shipped / "config.json").read_text())
+    assert config["_model_class"] == "Unet" and config["encoder_weights"] is None
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        ours = models.load_segmenter(best)[0](x)
+        plain = smp.from_pretrained(str(best)).eval()(x)
+        half = smp.from_pretrained(str(shipped)).eval().float()(x)
+    assert torch.equal(ours, plain)
+    assert torch.allclose(plain, half, atol=0.05)  # fp16 storage rounds weights, nothing more
+
+
+def test_segmenter_save_load_round_trip_is_exact(tmp_path):
+    model = models.build_segmenter().eval()
+    models.save_segmenter(model, tmp_path / "m", PreprocessConfig(256))
+    loaded, pre = models.load_segmenter(tmp_path / "m")
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert pre == PreprocessConfig.from_dict(PreprocessConfig(256).to_dict())
+
+
+def test_classifier_round_trip_and_three_loaders_agree(tiny):
+    from transformers import AutoModelForImageClassification, pipeline
+    best, shipped = tiny["classifier"]
+    config = json.loads((shipped / "config.json").read_text())
+    assert config["label_names"] == list(TUMOR_CLASSES)
+    assert "num_classes" not in config.get("model_args", {})
+    assert config["pretrained_cfg"]["mean"] == [0.5, 0.5, 0.5] and config["pretrained_cfg"]["input_size"] == [3, 224, 224]
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        via_timm = timm.create_model(f"local-dir:{shipped}", pretrained=True).eval()(x)
+        via_hf = AutoModelForImageClassification.from_pretrained(str(shipped)).eval()(pixel_values=x).logits
+        via_ours = models.load_classifier(shipped)[0](x)
+    assert torch.equal(via_timm, via_hf) and torch.equal(via_timm, via_ours)
+    pipe = pipeline("image-classification", model=str(shipped))
+    out = pipe(str(TEST_IMAGES[0]), top_k=4)
+    assert sorted(o["label"] for o in out) == sorted(TUMOR_CLASSES)
+    assert abs(sum(o["score"] for o in out) - 1) < 1e-4
+
+
+def _as_hub_cache(folder: Path, cache: Path, repo_id: str) -> None:
+    """Lay `folder` out the way huggingface_hub caches a downloaded model repo."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    snap = root / "snapshots" / commit
+    shutil.copytree(folder, snap)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+
+
+def test_load_by_repo_id_from_offline_hf_cache(tiny, tmp_path):
+    cache = tmp_path / "hub"
+    _as_hub_cache(tiny["segmenter"][1], cache, "tumorlens/tiny-seg")
+    _as_hub_cache(tiny["classifier"][1], cache, "tumorlens/tiny-cls")
+    script = """
+import torch, timm, transformers
+from tumorlens import models
+from tumorlens.inference import Pipeline
+seg, pre = models.load_segmenter("tumorlens/tiny-seg")
+clf, cpre, labels = models.load_classifier("tumorlens/tiny-cls")
+t = timm.create_model("hf-hub:tumorlens/tiny-cls", pretrained=True).eval()
+h = transformers.AutoModelForImageClassification.from_pretrained("tumorlens/tiny-cls").eval()
+x = torch.randn(1, 3, 224, 224)
+with torch.no_grad():
+    assert torch.equal(t(x), clf(x)) and torch.equal(h(pixel_values=x).logits, clf(x))
+p = Pipeline.from_pretrained("tumorlens/tiny-seg", "tumorlens/tiny-cls", runtime="torch")
+r = p.analyze(r"%s")
+print("OK", pre.input_size, labels, r.segmentation.mask.shape)
+""" % TEST_IMAGES[0]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK 256" in proc.stdout
+
+
+def test_missing_repo_offline_is_a_clear_error(tmp_path):
+    script = ("from tumorlens import models\n"
+              "try:\n    models.load_segmenter('tumorlens/does-not-exist')\n"
+              "except models.DataError as e:\n    print('DataError', e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert "DataError" in proc.stdout and "tumorlens/does-not-exist" in proc.stdout
+
+
+def test_onnx_and_torch_give_the_same_mask(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUMORLENS_CACHE", str(tmp_path))
+    images = [decode_image(p) for p in TEST_IMAGES]
+    torch_seg = Segmenter.from_pretrained(tiny["segmenter"][1], runtime="torch", precision="fp32")
+    onnx_seg = Segmenter.from_pretrained(tiny["segmenter"][1], runtime="onnx")
+    for a, b in zip(torch_seg.probabilities(images), onnx_seg.probabilities(images)):
+        assert np.abs(a - b).max() < 1e-3
+        ma, mb = torch_seg.from_probability(a).mask, onnx_seg.from_probability(b).mask
+        assert (ma != mb).mean() < 1e-4  # only pixels within float noise of the threshold may flip
+    torch_clf = Classifier.from_pretrained(tiny["classifier"][1], runtime="torch", precision="fp32")
+    onnx_clf = Classifier.from_pretrained(tiny["classifier"][1], runtime="onnx")
+    assert np.abs(torch_clf.probabilities(images) - onnx_clf.probabilities(images)).max() < 1e-4
+
+
+def test_predict_cli_on_real_slices_and_a_broken_file(tiny, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for p in TEST_IMAGES:
+        shutil.copy(p, inputs / p.name)
+    (inputs / "broken.jpg").write_bytes(TEST_IMAGES[0].read_bytes()[:400])
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "tumorlens", "predict", str(inputs), "--out", str(out),
+                           "--seg-model", str(tiny["segmenter"][1]), "--cls-model", str(tiny["classifier"][1]),
+                           "--pixel-spacing", "0.5"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # one bad file: non-zero, but the rest were written
+    assert "broken.jpg" in proc.stderr
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(rows) == len(TEST_IMAGES) + 1
+    by_name = {Path(r["file"]).name: r for r in rows}
+    assert by_name["broken.jpg"]["status"].startswith("error:") and "broken.jpg" in by_name["broken.jpg"]["status"]
+    for p in TEST_IMAGES:
+        row = by_name[p.name]
+        assert row["status"] == "ok" and row["predicted_class"] in TUMOR_CLASSES
+        assert abs(sum(float(row[f"prob_{c}"]) for c in TUMOR_CLASSES) - 1) < 1e-3
+        mask = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / row["mask_file"]))
+        assert mask.shape == decode_image(p).shape[:2] and set(np.unique(mask)) <= {0, 255}
+        assert int(row["tumor_pixels"]) == int((mask == 255).sum())
+        assert float(row["area_mm2"]) == pytest.approx(int(row["tumor_pixels"]) * 0.25, rel=1e-6, abs=0.01)
+
+
+def test_card_numbers_come_from_eval_json(tiny, tmp_path):
+    from tumorlens.evaluate import evaluate_model
+    from tumorlens.hub import write_card
+    folder = tmp_path / "seg"
+    shutil.copytree(tiny["segmenter"][1], folder)
+    result = evaluate_model(folder, "segmenter", limit=4)
+    card = write_card(folder, "segmenter").read_text()
+    saved = json.loads((folder / "eval.json").read_text())
+    assert saved["dice_mean"] == pytest.approx(result["dice_mean"])
+    assert f"{saved['dice_mean']:.4f}" in card and "model-index" in card
+    assert "not for" in card.lower() and "clinical" in card.lower()
+
+
+def test_imagenet_checkpoint_checksum_is_verified(monkeypatch):
+    from tumorlens import imagenet
+    from tumorlens.errors import DataError
+    assert imagenet.checkpoint_path("mobilenet_v2").is_file()
+    bad = imagenet.Checkpoint(**{**imagenet.CHECKPOINTS["mobilenet_v2"].__dict__, "sha256": "0" * 64})
+    monkeypatch.setitem(imagenet.CHECKPOINTS, "mobilenet_v2", bad)
+    with pytest.raises(DataError, match="checksum mismatch"):
+        imagenet.checkpoint_path("mobilenet_v2")

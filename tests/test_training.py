@@ -1,0 +1,108 @@
+"""The shared training loop: exact resume, the precision picker, and the metric edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tumorlens.metrics import classification_report, dice, iou, pixel_accuracy
+from tumorlens.training.loop import TrainConfig, Trainer
+from tumorlens.training.precision import cpu_flags, pick_precision
+from tumorlens.training.tasks import ClassificationSetup, ClassificationTask, SegmentationSetup, SegmentationTask
+
+
+def _tiny_seg_pack(n: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (n, 64, 64, 3), dtype=np.uint8)
+    masks = np.zeros((n, 64, 64), np.uint8)
+    for i in range(0, n, 2):
+        masks[i, 20:40, 16:36] = 1
+    return {"images": images, "masks": masks, "labels": np.arange(n) % 4}
+
+
+def _seg_trainer(run_dir, **kw):
+    task = SegmentationTask(_tiny_seg_pack(8, 0), _tiny_seg_pack(4, 1),
+                            SegmentationSetup(imagenet_init=False, input_size=64, crop=48, val_batch=4))
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=1e-3, precision="fp32", seed=7, num_threads=2, **kw)
+    return Trainer(task, cfg, run_dir)
+
+
+def _cls_trainer(run_dir):
+    pack = {"images": np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
+            "labels": np.arange(8) % 4}
+    task = ClassificationTask(pack, pack, ["a", "b", "c", "d"],
+                              ClassificationSetup(arch="mobilenetv2_100", imagenet_init=False, input_size=64, val_batch=8))
+    return Trainer(task, TrainConfig(epochs=2, batch_size=2, precision="fp32", seed=3, num_threads=2), run_dir)
+
+
+@pytest.mark.parametrize("make", [_seg_trainer, _cls_trainer], ids=["segmenter", "classifier"])
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, make):
+    whole = make(tmp_path / "whole")
+    whole.fit()
+    first = make(tmp_path / "split")
+    first.fit(stop_after=5)  # killed mid-epoch 2 (4 steps per epoch)
+    assert first.state["global_step"] == 5 and not first.state["done"]
+    second = make(tmp_path / "split")
+    second.fit()
+    assert second.state["global_step"] == whole.state["global_step"] == 8
+    a = whole.accelerator.unwrap_model(whole.model).state_dict()
+    b = second.accelerator.unwrap_model(second.model).state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert second.state["history"] == whole.state["history"] or \
+        [h["score"] for h in second.state["history"]] == [h["score"] for h in whole.state["history"]]
+    assert (tmp_path / "split" / "best" / "model.safetensors").is_file()
+
+
+CPUINFO_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n"
+CPUINFO_BF16 = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+CPUINFO_AMX = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
+
+
+def test_precision_picker_follows_the_cpu_flags():
+    assert pick_precision("auto", "cpu", cpu_flags(CPUINFO_AVX2)) == "fp32"
+    assert pick_precision("auto", "cpu", cpu_flags(CPUINFO_BF16)) == "bf16"
+    assert pick_precision("auto", "cpu", cpu_flags(CPUINFO_AMX)) == "bf16"
+    assert pick_precision("auto", "cuda", cpu_flags(CPUINFO_AVX2)) == "bf16"
+    assert pick_precision("fp32", "cpu", cpu_flags(CPUINFO_BF16)) == "fp32"
+    assert pick_precision("bf16", "cpu", cpu_flags(CPUINFO_AVX2)) == "bf16"
+    with pytest.raises(ValueError):
+        pick_precision("fp8")
+
+
+def test_trainer_records_the_precision_and_cpu_it_used(tmp_path):
+    trainer = _seg_trainer(tmp_path, max_steps=1)
+    assert trainer.hardware["precision"] in ("bf16", "fp32") and trainer.hardware["cpu"]
+    trainer.fit()
+    info = (tmp_path / "best" / "training_info.json").read_text()
+    assert '"precision": "fp32"' in info and '"cpu"' in info
+
+
+def test_dice_iou_pixel_accuracy_edge_cases():
+    empty = np.zeros((4, 4), bool)
+    a = empty.copy()
+    a[:2, :2] = True  # 4 px
+    b = empty.copy()
+    b[1:3, 1:3] = True  # 4 px, 1 shared with a
+    far = empty.copy()
+    far[3, 3] = True
+    assert dice(empty, empty) == 1.0 and iou(empty, empty) == 1.0
+    assert dice(a, a) == 1.0 and iou(a, a) == 1.0
+    assert dice(a, far) == 0.0 and iou(a, far) == 0.0
+    assert dice(a, empty) == 0.0 and dice(empty, a) == 0.0 and iou(empty, a) == 0.0
+    assert dice(a, b) == pytest.approx(2 * 1 / 8) and iou(a, b) == pytest.approx(1 / 7)
+    assert pixel_accuracy(a, b) == pytest.approx(10 / 16)
+
+
+def test_classification_report_by_hand():
+    truth = [0, 0, 1, 1, 2, 2]
+    pred = [0, 1, 1, 1, 2, 0]
+    r = classification_report(truth, pred, ["x", "y", "z"])
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    assert r["per_class"]["x"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert r["per_class"]["y"]["precision"] == pytest.approx(2 / 3) and r["per_class"]["y"]["recall"] == 1.0
+    assert r["per_class"]["z"]["f1"] == pytest.approx(2 / 3)
+    assert r["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert r["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
