@@ -183,3 +183,39 @@ def test_imagenet_checkpoint_checksum_is_verified(monkeypatch):
     monkeypatch.setitem(imagenet.CHECKPOINTS, "mobilenet_v2", bad)
     with pytest.raises(DataError, match="checksum mismatch"):
         imagenet.checkpoint_path("mobilenet_v2")
+
+
+def test_init_from_fine_tunes_a_published_model(tiny, tmp_path):
+    import train_segmenter
+    out = tmp_path / "ft"
+    train_segmenter.main(["--run-dir", str(tmp_path / "run"), "--out", str(out), "--limit", "8", "--max-steps", "1",
+                          "--batch-size", "4", "--skip-eval", "--threads", "2", "--lr", "0",
+                          "--init-from", str(tiny["segmenter"][0])])
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():  # lr 0: the fine-tuned weights are the published ones (up to fp16 storage)
+        start = models.load_segmenter(tiny["segmenter"][0])[0](x)
+        tuned = models.load_segmenter(out)[0](x)
+    assert torch.allclose(start, tuned, atol=0.05)
+    info = json.loads((out / "training_info.json").read_text())
+    assert info["setup"]["imagenet_init"] is False
+
+
+def test_push_to_hub_uploads_the_folder_as_is(tiny, monkeypatch):
+    from tumorlens import hub
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create_repo", repo_id, private))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return "https://huggingface.co/" + repo_id
+
+    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    hub.push_folder(tiny["classifier"][1], "someone/tumorlens-cls", private=True)
+    assert calls[0] == ("create_repo", "someone/tumorlens-cls", True)
+    assert calls[1][0] == "upload_folder" and {"config.json", "model.safetensors", "README.md"} <= set(calls[1][2])

@@ -77,7 +77,9 @@ def build_demo(pipeline: Pipeline | None, examples: list[str] | None = None) -> 
                         "TUMORLENS_SEG_MODEL / TUMORLENS_CLS_MODEL at a model folder or Hub repo.")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="MRI slice (PNG, JPEG, TIFF, BMP)")
+                # gr.File, not gr.Image: the upload reaches our decoder, which explains bad files
+                image = gr.File(label="MRI slice (PNG, JPEG, TIFF, BMP)", type="filepath",
+                                file_types=[".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"])
                 threshold = gr.Slider(0.05, 0.95, value=DEFAULT_THRESHOLD, step=0.05, label="Mask threshold")
                 spacing = gr.Number(value=None, label="Pixel spacing (mm per pixel; empty = pixels and % only)")
                 run = gr.Button("Analyze", variant="primary")
