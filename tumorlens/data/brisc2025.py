@@ -79,8 +79,11 @@ def load_classification(root: str | Path | None = None, *, check: str = "header"
 
 
 def _empty_mask_png(image_path: Path) -> bytes:
-    with Image.open(image_path) as img:
-        w, h = img.size
+    try:
+        with Image.open(image_path) as img:
+            w, h = img.size
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(image_path, f"not a readable image ({exc.__class__.__name__})") from exc
     buf = io.BytesIO()
     Image.fromarray(np.zeros((h, w), dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()

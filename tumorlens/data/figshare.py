@@ -48,7 +48,7 @@ def read_labels(path: Path) -> np.ndarray:
         labels = np.asarray(scipy.io.loadmat(str(path))["label"]).ravel().astype(int)
     except Exception as exc:  # noqa: BLE001 - scipy raises many types for a broken file
         raise DataError(path, f"cannot read label.mat ({exc.__class__.__name__}: {exc})") from exc
-    bad = set(np.unique(labels)) - set(LABEL_NAMES)
+    bad = {int(c) for c in np.unique(labels)} - set(LABEL_NAMES)
     if bad:
         raise DataError(path, f"unexpected label codes {sorted(bad)}")
     return labels
@@ -110,6 +110,15 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _slice_ids(folder: Path, pattern: str) -> set[int]:
+    ids = set()
+    for p in folder.glob(pattern):
+        if not p.stem.isdigit():
+            raise DataError(p, "not a Figshare slice file name (<id>.jpg / <id>.png)")
+        ids.add(int(p.stem))
+    return ids
+
+
 def _find_fold_file(root: Path) -> Path | None:
     for name in FOLD_FILES:
         if (root / name).is_file():
@@ -131,8 +140,7 @@ def load(root: str | Path | None = None, *, check: str = "header") -> datasets.D
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
             raise DataError(folder, "Figshare folder not found")
-    image_ids = {int(p.stem) for p in image_dir.glob("*.jpg")}
-    mask_ids = {int(p.stem) for p in mask_dir.glob("*.png")}
+    image_ids, mask_ids = _slice_ids(image_dir, "*.jpg"), _slice_ids(mask_dir, "*.png")
     expected = set(range(1, len(labels) + 1))
     if mask_ids - image_ids:
         raise DataError(mask_dir / f"{min(mask_ids - image_ids)}.png", "mask without its image")
@@ -185,6 +193,8 @@ def load_original(root: str | Path) -> datasets.DatasetDict:
 def folds(dataset: datasets.Dataset) -> Iterator[tuple[int, datasets.Dataset, datasets.Dataset]]:
     """The author's patient-wise cross-validation: (fold k, train = other folds, test = fold k)."""
     fold_col = np.asarray(dataset["fold"])
+    if not set(np.unique(fold_col)) <= set(range(1, N_FOLDS + 1)):
+        raise ValueError("dataset has no fold assignment (load_original without a cvind file?)")
     for k in range(1, N_FOLDS + 1):
         test_idx = np.flatnonzero(fold_col == k)
         train_idx = np.flatnonzero(fold_col != k)

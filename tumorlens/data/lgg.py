@@ -112,7 +112,8 @@ def load(root: str | Path | None = None, *, check: str = "header",
     found = {r["patient_id"] for r in rows}
     unknown = sorted(found - set(where))
     if unknown:
-        raise DataError(root / unknown[0], f"{len(unknown)} patient(s) missing from the recorded split")
+        folder = next(Path(r["image"]).parent for r in rows if r["patient_id"] == unknown[0])
+        raise DataError(folder, f"{len(unknown)} patient(s) missing from the recorded split")
     missing = sorted(set(where) - found)
     if missing:
         raise DataError(root, f"{len(missing)} patient(s) of the split not found, e.g. {missing[0]}")
