@@ -10,6 +10,7 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
+from scipy.special import expit
 
 from .. import imagenet
 from ..metrics import classification_report, dice
@@ -25,6 +26,21 @@ def _split_params(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], lr:
     for name, p in model.named_parameters():
         (enc if name.startswith(encoder_prefixes) else rest).append(p)
     return [{"params": enc, "lr": lr * mult}, {"params": rest, "lr": lr}]
+
+
+@torch.no_grad()
+def batched_forward(model, pre: Preprocessor, images_u8: np.ndarray, batch: int, device, autocast) -> np.ndarray:
+    """Validation forward pass over pack images (uint8 N x S x S x 3) -> float32 outputs."""
+    model.eval()
+    out = []
+    for i in range(0, len(images_u8), batch):
+        x = pre.normalize(torch.from_numpy(images_u8[i:i + batch])).to(device)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out.append(model(x).float().cpu().numpy())
+    model.train()
+    return np.concatenate(out)
 
 
 # -- segmentation --------------------------------------------------------------------------
@@ -78,19 +94,9 @@ class SegmentationTask:
         logits = model(batch["x"]).float()
         return self.bce(logits, batch["mask"]) + self.setup.dice_weight * self.dice_loss(logits, batch["mask"])
 
-    @torch.no_grad()
     def predict_probs(self, model, images_u8: np.ndarray, device, autocast) -> np.ndarray:
-        model.eval()
-        out = []
-        for i in range(0, len(images_u8), self.setup.val_batch):
-            x = self.pre.normalize(torch.from_numpy(images_u8[i:i + self.setup.val_batch])).to(device)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                logits = model(x)
-            out.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
-        model.train()
-        return np.concatenate(out)
+        logits = batched_forward(model, self.pre, images_u8, self.setup.val_batch, device, autocast)
+        return expit(logits[:, 0])
 
     def validate(self, model, device, autocast) -> dict:
         probs = self.predict_probs(model, self.val["images"], device, autocast)
@@ -175,18 +181,8 @@ class ClassificationTask:
     def loss(self, model, batch):
         return self.criterion(model(batch["x"]).float(), batch["label"])
 
-    @torch.no_grad()
     def predict_logits(self, model, images_u8: np.ndarray, device, autocast) -> np.ndarray:
-        model.eval()
-        out = []
-        for i in range(0, len(images_u8), self.setup.val_batch):
-            x = self.pre.normalize(torch.from_numpy(images_u8[i:i + self.setup.val_batch])).to(device)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                out.append(model(x).float().cpu().numpy())
-        model.train()
-        return np.concatenate(out)
+        return batched_forward(model, self.pre, images_u8, self.setup.val_batch, device, autocast)
 
     def validate(self, model, device, autocast) -> dict:
         logits = self.predict_logits(model, self.val["images"], device, autocast)
