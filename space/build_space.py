@@ -1,0 +1,37 @@
+"""Assemble a deployable Space folder (no data; models referenced by Hub repo id unless asked).
+
+    python space/build_space.py --out space_build [--seg-model OWNER/SEG] [--cls-model OWNER/CLS]
+        [--examples-dataset OWNER/DATASET] [--include-weights] [--overwrite]
+    hf upload OWNER/SPACE space_build . --repo-type=space
+
+See tumorlens/space_bundle.py for what goes in."""
+
+import argparse
+import sys
+
+from tumorlens.space_bundle import build_space
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="space_build", help="folder to write (default: space_build, git-ignored)")
+    p.add_argument("--seg-model", default=None, help="segmenter Hub repo id (default: the published one)")
+    p.add_argument("--cls-model", default=None, help="classifier Hub repo id (default: the published one)")
+    p.add_argument("--examples-dataset", default=None, help="Hub dataset id the Space reads its examples from")
+    p.add_argument("--include-weights", action="store_true",
+                   help="copy the model folders (--seg-model/--cls-model folders, else models/) into the Space")
+    p.add_argument("--overwrite", action="store_true", help="replace a Space folder built before")
+    args = p.parse_args(argv)
+    try:
+        out = build_space(args.out, seg_model=args.seg_model, cls_model=args.cls_model,
+                          examples_dataset=args.examples_dataset, include_weights=args.include_weights,
+                          overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Space folder ready: {out}\nupload: hf upload OWNER/SPACE {out} . --repo-type=space")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""The Gradio app and the Space around it.
+
+- the pipeline on real BRISC 2025 test slices (tiny real models: shapes and plumbing; the shipped
+  segmenter, when models/ has it: the mask overlaps the expert's);
+- the app launched on a local port and answered by gradio_client on its named endpoints;
+- DICOM and NIfTI uploads built here with known spacing give the right mm² and cm³;
+- every kind of bad upload is a clear error and the app keeps serving;
+- examples from the dataset location or a Hub dataset; the Space README, requirements and bundle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from _tiny_models import REPO, train_tiny
+from test_medical_io import BAD_INPUTS, gray, nifti_display_slices, real_slice, write_dicom, write_nifti
+from tumorlens import app as app_module
+from tumorlens.app import (QUEUE_SIZE, ScanCache, analyze_for_ui, analyze_scan, build_demo,
+                           example_label, example_paths, launch_options, pick_example_files)
+from tumorlens.data import TUMOR_CLASSES
+from tumorlens.inference import Pipeline
+from tumorlens.medical_io import MAX_UPLOAD_BYTES, read_scan
+from tumorlens.preprocess import decode_image, decode_mask
+from tumorlens.space_bundle import (DEFAULT_HUB_MODELS, SPACE_CONFIG_NAME, build_space, check_space_folder,
+                                    space_settings)
+
+BRISC = REPO.parent / "shared" / "data" / "brisc2025"
+SHIPPED_SEGMENTER = REPO / "models" / "tumorlens-unet-mobilenetv2-brisc2025"
+SHIPPED_CLASSIFIER = REPO / "models" / "tumorlens-efficientnet-lite0-brisc2025"
+
+
+def tiny_model_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """(segmenter, classifier) folders from the real training scripts (2 steps on 12 slices), made
+    once per pytest session and shared by every test module that asks."""
+    root = tmp_path_factory.getbasetemp() / "tiny-models"
+    root.mkdir(exist_ok=True)
+    folders = []
+    for kind in ("segmenter", "classifier"):
+        folder = root / f"out-{kind}"
+        if not (folder / "config.json").is_file():
+            train_tiny(kind, root)
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def number(text: str, unit: str) -> float:
+    """The number printed as '= 1,234.5 <unit>' in the app's size text."""
+    m = re.search(r"= ([\d,]+(?:\.\d+)?) " + re.escape(unit), text)
+    assert m, f"no '= ... {unit}' in {text!r}"
+    return float(m.group(1).replace(",", ""))
+
+
+def pick_threshold(pipeline: Pipeline, rgb: np.ndarray) -> float:
+    """A threshold on the slider's 0.05 grid that leaves some pixels in and some out of the mask
+    (tiny models are barely trained, so 0.5 may select everything or nothing)."""
+    prob = pipeline.segmenter.probabilities([rgb])[0]
+    return float(np.clip(np.round(np.quantile(prob, 0.8) / 0.05) * 0.05, 0.05, 0.95))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    seg, cls = tiny_model_dirs(tmp_path_factory)
+    return Pipeline.from_pretrained(seg, cls, runtime="torch")
+
+
+@pytest.fixture(scope="module")
+def demo(pipeline):
+    return build_demo(pipeline, example_paths())
+
+
+@pytest.fixture(scope="module")
+def served(demo):
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
+    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    demo.close()
+
+
+# -- examples ------------------------------------------------------------------------------
+def test_examples_come_from_the_dataset_one_per_class():
+    paths = example_paths()
+    assert len(paths) == 4 and all(str(BRISC) in p for p in paths)
+    assert [p.split("/")[-2] for p in paths] == ["glioma", "meningioma", "no_tumor", "pituitary"]
+    assert [example_label(p) for p in paths] == ["glioma", "meningioma", "healthy (no tumor)", "pituitary"]
+
+
+def test_examples_from_a_hub_dataset_in_the_brisc_layout(monkeypatch):
+    local = {c: real_slice(c) for c in TUMOR_CLASSES}
+    files = ["README.md"] + [f"classification_task/{split}/{c}/{local[c].name}" for split in ("train", "test")
+                             for c in TUMOR_CLASSES] + ["segmentation_task/test/images/x.jpg"]
+    calls = []
+
+    class FakeApi:
+        def list_repo_files(self, repo_id, repo_type=None):
+            calls.append((repo_id, repo_type))
+            return files
+
+    def fake_download(repo_id, filename, repo_type=None):
+        assert repo_type == "dataset" and "/test/" in filename
+        return str(local[filename.split("/")[-2]])
+
+    monkeypatch.setattr(app_module, "HfApi", FakeApi)
+    monkeypatch.setattr(app_module, "hf_hub_download", fake_download)
+    monkeypatch.setenv("TUMORLENS_EXAMPLES_DATASET", "someone/brisc2025")
+    assert example_paths() == [str(local[c]) for c in TUMOR_CLASSES]
+    assert calls == [("someone/brisc2025", "dataset")]
+    assert pick_example_files(files) == [f"classification_task/test/{c}/{local[c].name}" for c in TUMOR_CLASSES]
+
+
+def test_unreachable_hub_dataset_means_no_examples_and_a_log_line(monkeypatch, caplog):
+    class OfflineApi:
+        def list_repo_files(self, repo_id, repo_type=None):
+            raise ConnectionError("no network")
+
+    monkeypatch.setattr(app_module, "HfApi", OfflineApi)
+    with caplog.at_level(logging.WARNING, logger="tumorlens.app"):
+        assert example_paths(dataset="someone/brisc2025") == []
+    assert "cannot read the Hub dataset someone/brisc2025" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="tumorlens.app"):
+        assert example_paths(data_root="/nonexistent/brisc2025") == []
+    assert "without examples" in caplog.text
+
+
+# -- the pipeline on real slices -----------------------------------------------------------
+def test_pipeline_on_real_brisc_test_slices(pipeline):
+    """Tiny models: shapes and plumbing on one real slice of each class."""
+    for cls in TUMOR_CLASSES:
+        path = real_slice(cls)
+        result = analyze_scan(pipeline, read_scan(path))
+        rgb = decode_image(path)
+        seg = result.segmentation
+        assert result.index == 0 and seg.mask.shape == seg.probability.shape == rgb.shape[:2]
+        assert seg.mask.dtype == bool and 0 <= seg.probability.min() <= seg.probability.max() <= 1
+        probs = result.analysis.class_probabilities
+        assert list(probs) == list(TUMOR_CLASSES) and sum(probs.values()) == pytest.approx(1, abs=1e-4)
+        overlay, mask, heat, label, verdict, size = analyze_for_ui(pipeline, str(path), 0.5, None, cache=ScanCache())
+        assert overlay.shape == heat.shape == rgb.shape and mask.shape == rgb.shape[:2]
+        assert label == probs and "tumor found" in verdict.lower() and "px" in size
+
+
+@pytest.mark.skipif(not (SHIPPED_SEGMENTER / "config.json").is_file(),
+                    reason=f"the shipped segmenter is not trained yet ({SHIPPED_SEGMENTER.relative_to(REPO)} "
+                           "is missing): run train/train_segmenter.py")
+def test_shipped_segmenter_outlines_the_tumor_on_real_test_slices():
+    cls = str(SHIPPED_CLASSIFIER) if (SHIPPED_CLASSIFIER / "config.json").is_file() else None
+    pipe = Pipeline.from_pretrained(str(SHIPPED_SEGMENTER), cls, runtime="torch")
+    seg_test = BRISC / "segmentation_task" / "test"
+    dices = []
+    for code, cls_name in (("gl", "glioma"), ("me", "meningioma"), ("pi", "pituitary")):
+        for mask_file in sorted((seg_test / "masks").glob(f"*_{code}_*.png"))[:2]:
+            # segmentation images are links to the classification images of the same name
+            image = BRISC / "classification_task" / "test" / cls_name / f"{mask_file.stem}.jpg"
+            truth = decode_mask(mask_file).astype(bool)
+            mask = analyze_scan(pipe, read_scan(image)).segmentation.mask
+            inter = (mask & truth).sum()
+            assert inter > 0, f"{image.name}: the predicted mask misses the expert's tumor"
+            dices.append(2 * inter / (mask.sum() + truth.sum()))
+    assert np.mean(dices) > 0.5, dices
+
+
+# -- the served app ------------------------------------------------------------------------
+def test_queue_and_concurrency_limit(demo):
+    fns = {fn.api_name: fn for fn in demo.fns.values()}
+    assert fns["analyze"].concurrency_limit == 2 and fns["analyze"].concurrency_id == "model"
+    assert demo._queue.max_size == QUEUE_SIZE
+    assert launch_options()["max_file_size"] == MAX_UPLOAD_BYTES
+
+
+def test_api_names_its_endpoints(served):
+    api = served.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(api) >= {"/analyze", "/inspect"}
+    assert [p["parameter_name"] for p in api["/analyze"]["parameters"]] == [
+        "file", "threshold", "spacing", "slice_index", "whole_volume"]
+
+
+def test_analyze_endpoint_returns_every_output(served):
+    image = real_slice("glioma")
+    overlay, mask, heat, label, verdict, size = served.predict(handle_file(str(image)), 0.5, 0.5, api_name="/analyze")
+    assert label["label"] in TUMOR_CLASSES and len(label["confidences"]) == 4
+    assert "tumor found" in verdict.lower()
+    assert "px" in size and ("mm²" in size if "No tumor" not in verdict else True)
+    h, w = decode_image(image).shape[:2]
+    assert Image.open(overlay).size == Image.open(heat).size == Image.open(mask).size == (w, h)
+
+
+def test_plain_image_with_entered_spacing_gives_mm2(served, pipeline):
+    image = real_slice("pituitary")
+    t = pick_threshold(pipeline, decode_image(image))
+    *_, size = served.predict(file=handle_file(str(image)), threshold=t, spacing=0.45, api_name="/analyze")
+    px = pipeline.analyze(decode_image(image), threshold=t).segmentation.area_px
+    assert size.startswith(f"{px:,} px") and "as entered" in size
+    assert number(size, "mm²") == pytest.approx(px * 0.45 * 0.45, abs=0.051)
+    *_, no_spacing = served.predict(handle_file(str(image)), t, None, api_name="/analyze")
+    assert not re.search(r"= [\d,.]+ mm²", no_spacing) and "pixels and % only" in no_spacing
+
+
+def test_dicom_upload_uses_the_header_spacing(served, pipeline, tmp_path):
+    g = gray(real_slice("glioma"))
+    path = write_dicom(tmp_path / "slice.dcm", g.astype(np.uint16) * 4 + 30, spacing=(0.6, 0.7), slope=0.25)
+    scan = read_scan(path)
+    t = pick_threshold(pipeline, scan.rgb(0))
+    slider, index, spacing, info, whole = served.predict(handle_file(str(path)), api_name="/inspect")
+    # the page's updates come back as dicts: the spacing field is filled in, the slider stays hidden
+    assert spacing["value"] == pytest.approx(0.6) and slider["visible"] is False and index == -1
+    assert "DICOM" in info and "0.6 x 0.7 mm" in info and whole["visible"] is False
+    *_, verdict, size = served.predict(handle_file(str(path)), t, None, api_name="/analyze")
+    px = pipeline.analyze(scan.rgb(0), threshold=t).segmentation.area_px
+    assert px == analyze_scan(pipeline, scan, threshold=t).segmentation.area_px
+    assert size.startswith(f"{px:,} px") and "from the DICOM header" in size
+    assert number(size, "mm²") == pytest.approx(px * 0.6 * 0.7, abs=0.051)
+    # the page fills the field with the header's row spacing: that keeps the header's (row, col)
+    *_, same = served.predict(handle_file(str(path)), t, 0.6, api_name="/analyze")
+    assert number(same, "mm²") == number(size, "mm²")
+    *_, entered = served.predict(handle_file(str(path)), t, 1.0, api_name="/analyze")
+    assert number(entered, "mm²") == pytest.approx(px, abs=0.051) and "as entered" in entered
+
+
+def test_nifti_slice_and_whole_volume(served, pipeline, tmp_path):
+    zooms = (0.9, 0.8, 2.5)
+    path = write_nifti(tmp_path / "vol.nii.gz", nifti_display_slices(4, (160, 128)), zooms=zooms)
+    scan = read_scan(path)
+    t = pick_threshold(pipeline, scan.rgb(1))
+    slider, index, spacing, info, whole = served.predict(handle_file(str(path)), api_name="/inspect")
+    assert (slider["value"], slider["minimum"], slider["maximum"], slider["visible"]) == (2, 0, 3, True)
+    assert index == 2
+    assert spacing["value"] == pytest.approx(0.8) and "4 slices" in info and whole["visible"] is True
+
+    # one slice: area in mm² from the in-plane spacing (rows 0.8 mm, columns 0.9 mm)
+    *_, verdict, size = served.predict(handle_file(str(path)), t, None, 1, False, api_name="/analyze")
+    px = pipeline.analyze(scan.rgb(1), threshold=t).segmentation.area_px
+    assert size.startswith(f"Slice 1: {px:,} px") and "from the NIfTI header" in size
+    assert number(size, "mm²") == pytest.approx(px * 0.8 * 0.9, abs=0.051)
+
+    # every slice: volume in cm³ from the voxel size
+    *_, verdict, size = served.predict(file=handle_file(str(path)), threshold=t, spacing=None, slice_index=1,
+                                       whole_volume=True, api_name="/analyze")
+    counts = [pipeline.segmenter.segment(scan.rgb(i), t).area_px for i in range(4)]
+    result = analyze_scan(pipeline, scan, threshold=t, slice_index=1, whole_volume=True)
+    # batched and one-by-one runs may differ by a pixel or two at the threshold
+    assert np.abs(np.array(result.slice_tumor_px) - counts).max() <= 0.002 * 128 * 160
+    voxels = result.tumor_voxels
+    assert f"Volume: {voxels:,} voxels on {sum(c > 0 for c in result.slice_tumor_px)} of 4 slices" in size
+    assert number(size, "mm³") == pytest.approx(voxels * 0.9 * 0.8 * 2.5, abs=0.051)
+    assert number(size, "mm³") / 1000 == pytest.approx(result.volume_cm3, abs=1e-4)
+    assert f"{result.volume_cm3:,.3f} cm³" in size
+    assert ("Tumor found" in verdict) == (voxels > 0)
+
+    with pytest.raises(Exception, match=r"slice 7 is out of range: this scan has 4 slices \(0-3\)"):
+        served.predict(handle_file(str(path)), t, None, 7, False, api_name="/analyze")
+    # the default slice (-1) is the middle one, also after /inspect set the page's slider
+    *_, size = served.predict(handle_file(str(path)), t, api_name="/analyze")
+    assert size.startswith("Slice 2:")
+
+
+def test_16_bit_and_rgba_uploads_are_analyzed(served, tmp_path):
+    g = gray(real_slice("glioma"))
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray(g.astype(np.uint16) * 257).save(sixteen)
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.dstack([decode_image(real_slice("glioma"))] + [np.full(g.shape, 255, np.uint8)]), "RGBA").save(rgba)
+    for path in (sixteen, rgba):
+        overlay, mask, heat, label, verdict, size = served.predict(handle_file(str(path)), 0.5, None, api_name="/analyze")
+        assert Image.open(overlay).size == (g.shape[1], g.shape[0]) and label["label"] in TUMOR_CLASSES
+
+
+def test_every_bad_upload_is_a_clear_error_and_the_app_keeps_serving(served, tmp_path):
+    """Each bad file through the real server; the over-cap file is checked below (Gradio refuses
+    it at upload) and, through the same reader, in tests/test_medical_io.py."""
+    wrong = {}
+    for name, (build, message) in BAD_INPUTS.items():
+        if name == "over_upload_cap":
+            continue
+        folder = tmp_path / name
+        folder.mkdir()
+        try:
+            served.predict(handle_file(str(build(folder))), 0.5, None, api_name="/analyze")
+            wrong[name] = "no error"
+        except Exception as exc:  # noqa: BLE001 - gradio_client's AppError carries our message
+            if not re.search(r"Cannot read this image: .*" + message, str(exc)):
+                wrong[name] = str(exc)
+    assert not wrong, wrong
+    assert served.predict(handle_file(str(real_slice("no_tumor"))), 0.5, None, api_name="/analyze")[3]["label"]
+
+
+def test_over_cap_upload_is_refused_by_gradio_and_by_the_reader(tmp_path):
+    build, message = BAD_INPUTS["over_upload_cap"]
+    with pytest.raises(Exception, match="Cannot read this image: .*" + message):
+        analyze_for_ui(object(), str(build(tmp_path)), 0.5, None, cache=ScanCache())
+    small = build_demo(None)
+    port = free_port()
+    small.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                 max_file_size=32 * 1024)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        big = tmp_path / "big.png"  # a 512 x 512 slice as PNG: about 200 kB, over the 32 kB cap
+        Image.fromarray(decode_image(real_slice("glioma"))).save(big)
+        assert big.stat().st_size > 32 * 1024
+        with pytest.raises(Exception, match="(?i)too large|exceeds|413|maximum"):
+            client.predict(handle_file(str(big)), 0.5, None, api_name="/analyze")
+        with pytest.raises(Exception, match="No model yet"):
+            tiny = tmp_path / "small.png"
+            Image.fromarray(gray(real_slice("glioma"), (64, 64))).save(tiny)
+            client.predict(handle_file(str(tiny)), 0.5, None, api_name="/analyze")
+    finally:
+        small.close()
+
+
+def test_bad_spacing_and_no_file_are_clear_errors(pipeline):
+    with pytest.raises(Exception, match="pixel spacing must be a positive number"):
+        analyze_for_ui(pipeline, str(real_slice("glioma")), 0.5, -1.0, cache=ScanCache())
+    *_, size = analyze_for_ui(pipeline, str(real_slice("glioma")), 0.5, 0, cache=ScanCache())
+    assert "pixels and % only" in size  # 0 is how the page may send an empty field
+    with pytest.raises(Exception, match="Upload an MRI first"):
+        analyze_for_ui(pipeline, None, 0.5, None)
+    with pytest.raises(Exception, match="No model yet"):
+        analyze_for_ui(None, str(real_slice("glioma")), 0.5, None)
+
+
+# -- the Space -----------------------------------------------------------------------------
+def test_space_readme_header():
+    from huggingface_hub import SpaceCard
+
+    data = SpaceCard.load(REPO / "space" / "README.md").data
+    assert (data.title, data.sdk, data.sdk_version, data.app_file, data.license) == (
+        "TumorLens", "gradio", "6.31.0", "app.py", "apache-2.0")
+    assert data.models == [DEFAULT_HUB_MODELS["segmenter"], DEFAULT_HUB_MODELS["classifier"]]
+    assert "Research use only" in (REPO / "space" / "README.md").read_text()
+
+
+def test_space_requirements_match_the_project_pins():
+    def pins(path):
+        out = {}
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                name, _, version = line.partition("==")
+                out[name.lower().replace("_", "-")] = version
+        return out
+
+    space, project = pins(REPO / "space" / "requirements.txt"), pins(REPO / "requirements.txt")
+    assert {"torch", "pydicom", "nibabel", "segmentation-models-pytorch", "timm"} <= set(space)
+    assert "gradio" not in space  # the README's sdk_version installs it
+    assert {k: v for k, v in space.items() if project.get(k) != v} == {}
+
+
+def test_build_space_references_models_and_holds_no_data(tmp_path):
+    out = build_space(tmp_path / "space", examples_dataset="someone/brisc2025")
+    assert (out / "app.py").read_text() == (REPO / "space" / "app.py").read_text()
+    assert (out / "tumorlens" / "app.py").is_file() and (out / "tumorlens" / "medical_io.py").is_file()
+    assert not list(out.rglob("__pycache__"))
+    config = json.loads((out / SPACE_CONFIG_NAME).read_text())
+    assert config == {"seg_model": DEFAULT_HUB_MODELS["segmenter"], "cls_model": DEFAULT_HUB_MODELS["classifier"],
+                      "examples_dataset": "someone/brisc2025"}
+    from huggingface_hub import SpaceCard
+
+    card = SpaceCard.load(out / "README.md").data
+    assert card.sdk_version == "6.31.0" and card.datasets == ["someone/brisc2025"]
+    assert card.models == list(DEFAULT_HUB_MODELS.values())
+    suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
+    assert suffixes <= {".py", ".md", ".txt", ".json"}, suffixes
+    check_space_folder(out)
+    settings = space_settings(out)
+    assert settings["seg_model"] == DEFAULT_HUB_MODELS["segmenter"] and settings["examples_dataset"] == "someone/brisc2025"
+    with pytest.raises(FileExistsError):
+        build_space(out)
+    build_space(out, overwrite=True, seg_model="someone/other-segmenter")
+    assert json.loads((out / SPACE_CONFIG_NAME).read_text())["seg_model"] == "someone/other-segmenter"
+
+
+def test_build_space_refuses_local_folders_and_data(tmp_path, tmp_path_factory):
+    seg, cls = tiny_model_dirs(tmp_path_factory)
+    with pytest.raises(ValueError, match="is a local folder"):
+        build_space(tmp_path / "a", seg_model=str(seg))
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match="not a Hub repo id"):
+        build_space(tmp_path / "b", seg_model="not a repo id!")
+    with pytest.raises(ValueError, match="refusing"):
+        build_space(REPO)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "slice.jpg").write_bytes(real_slice().read_bytes())
+    with pytest.raises(ValueError, match="must not hold data.*slice.jpg"):
+        check_space_folder(tmp_path / "c")
+
+
+def test_build_space_with_weights_runs_from_the_folder(tmp_path, tmp_path_factory):
+    seg, cls = tiny_model_dirs(tmp_path_factory)
+    out = build_space(tmp_path / "space", seg_model=str(seg), cls_model=str(cls), include_weights=True)
+    assert (out / "models" / seg.name / "model.safetensors").is_file()
+    assert json.loads((out / SPACE_CONFIG_NAME).read_text())["seg_model"] == f"models/{seg.name}"
+    assert not any(p.suffix in (".jpg", ".png", ".dcm", ".nii") for p in out.rglob("*"))
+    # the folder runs on its own copy of the package and finds its own weights
+    code = ("import sys, tumorlens, app; from tumorlens.space_bundle import space_settings; "
+            "print(tumorlens.__file__); print(space_settings('.')['seg_model'])")
+    run = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    package_file, seg_setting = run.stdout.strip().splitlines()[-2:]
+    assert Path(package_file).resolve().parent == (out / "tumorlens").resolve()
+    assert Path(seg_setting).resolve() == (out / "models" / seg.name).resolve()

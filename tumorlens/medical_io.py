@@ -1,0 +1,338 @@
+"""Read what a user uploads: a plain image, a DICOM file or a NIfTI volume, as 2-D slices.
+
+`read_scan(path)` -> `Scan`: the slices (H x W uint8 grayscale or H x W x 3 uint8; `Scan.rgb(i)`
+gives the model's H x W x 3 input), the in-plane pixel spacing in mm (row, col) when the file
+carries it, and for volumes the slice spacing, so areas come out in mm² and volumes in cm³.
+
+- Plain images (PNG, JPEG, TIFF, BMP) go through `tumorlens.preprocess.decode_image`: 16-bit and
+  float data are min-max windowed, RGBA is composited on black, multi-page files are refused.
+  No spacing (a plain image does not say how big a pixel is).
+- DICOM (pydicom): the modality LUT (RescaleSlope / RescaleIntercept) is applied, MONOCHROME1 is
+  inverted, then one min-max window over all frames maps to 8 bits. Spacing from PixelSpacing (or
+  the enhanced-DICOM PixelMeasuresSequence). A multi-frame DICOM is read as a volume: each frame is
+  a slice, slice spacing from SpacingBetweenSlices, else SliceThickness. A file without pixel data
+  (a report, a DICOMDIR, a header only) is an error. One file = one series; folders are not read.
+- NIfTI (.nii, .nii.gz; nibabel): 3-D volumes, and 2-D images as one slice (trailing axes of
+  length 1 are dropped); a 4-D time series is an error. The volume is reoriented to the closest
+  RAS+ axes and cut along the last (superior) axis, so slices are axial for the usual head scans,
+  shown the radiological way (anterior up, patient's right on the left). Spacing from the
+  header's zooms; one min-max window over the whole volume.
+
+Every failure raises `tumorlens.errors.DataError` with a reason a user can act on. Limits: an
+upload may be at most `MAX_UPLOAD_BYTES`; a slice at most `preprocess.MAX_IMAGE_PIXELS` pixels and
+at least `preprocess.MIN_IMAGE_SIDE` a side; a volume at most `MAX_SLICES` slices and
+`MAX_VOLUME_VOXELS` voxels. Sizes are checked from the header, before the pixels are decoded."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .preprocess import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, array_to_rgb, decode_image
+
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+MAX_SLICES = 1024
+MAX_VOLUME_VOXELS = 2 ** 26          # 512 x 512 x 256; the float32 working copy is then 256 MB
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SCAN_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+KINDS = ("image", "dicom", "nifti")
+
+
+@dataclass
+class Scan:
+    """One upload as 2-D slices, with what its header says about the size of a pixel."""
+
+    kind: str                                          # 'image' | 'dicom' | 'nifti'
+    slices: list[np.ndarray]                           # H x W or H x W x 3, uint8
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, col): mm per pixel down and across
+    slice_thickness_mm: float | None = None            # distance between slice centres (volumes)
+    source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.slices)
+
+    @property
+    def is_volume(self) -> bool:
+        return self.n_slices > 1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.slices[0].shape[:2])
+
+    @property
+    def voxel_volume_mm3(self) -> float | None:
+        """mm³ per voxel, when both the pixel spacing and the slice spacing are known."""
+        if self.pixel_spacing_mm is None or self.slice_thickness_mm is None:
+            return None
+        return float(self.pixel_spacing_mm[0]) * float(self.pixel_spacing_mm[1]) * float(self.slice_thickness_mm)
+
+    def rgb(self, index: int = 0) -> np.ndarray:
+        """Slice `index` as the H x W x 3 uint8 image the models take."""
+        if not 0 <= index < self.n_slices:
+            raise DataError(self.source, f"slice {index} is out of range: this scan has {self.n_slices} "
+                                         f"slice{'s' if self.n_slices != 1 else ''} (0-{self.n_slices - 1})")
+        return array_to_rgb(self.slices[index], self.source)
+
+    def describe(self) -> str:
+        h, w = self.shape
+        what = {"image": "Image", "dicom": "DICOM", "nifti": "NIfTI"}[self.kind]
+        text = f"{what}, {w}x{h} px"
+        if self.is_volume:
+            text += f", {self.n_slices} slices"
+        if self.pixel_spacing_mm:
+            text += f", pixel spacing {_fmt(self.pixel_spacing_mm[0])} x {_fmt(self.pixel_spacing_mm[1])} mm"
+        if self.is_volume and self.slice_thickness_mm:
+            text += f", slice spacing {_fmt(self.slice_thickness_mm)} mm"
+        return text
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+# -- entry point ---------------------------------------------------------------------------
+def detect_kind(path: Path) -> str:
+    """'dicom', 'nifti' or 'image', from the name and, failing that, the first bytes."""
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(DICOM_SUFFIXES):
+        return "dicom"
+    if name.endswith(IMAGE_SUFFIXES):
+        return "image"
+    with open(path, "rb") as f:
+        head = f.read(544)
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if _is_nifti_header(head):
+        return "nifti"
+    return "image"
+
+
+def _is_nifti_header(head: bytes) -> bool:
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return True
+    return len(head) >= 540 and head[4:8] == b"n+2\x00"
+
+
+def read_scan(path: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES) -> Scan:
+    """An uploaded file -> `Scan`. Raises DataError with a clear reason on anything unusable."""
+    if path is None:
+        raise DataError(None, "no file given")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(path, "file is empty (0 bytes)")
+    if size > max_bytes:
+        raise DataError(path, f"file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB upload limit")
+    kind = detect_kind(path)
+    if kind == "dicom":
+        return read_dicom(path)
+    if kind == "nifti":
+        return read_nifti(path)
+    return Scan("image", [decode_image(path)], None, None, str(path))
+
+
+# -- shared checks -------------------------------------------------------------------------
+def _check_geometry(path: Path, rows: int, cols: int, n_slices: int) -> None:
+    if rows * cols > MAX_IMAGE_PIXELS:
+        raise DataError(path, f"slices are {cols}x{rows}, over the {MAX_IMAGE_PIXELS:,} pixel limit")
+    if min(rows, cols) < MIN_IMAGE_SIDE:
+        raise DataError(path, f"slices are {cols}x{rows}; at least {MIN_IMAGE_SIDE} px a side is needed")
+    if n_slices < 1:
+        raise DataError(path, "the file holds no slices")
+    if n_slices > MAX_SLICES:
+        raise DataError(path, f"{n_slices} slices, over the {MAX_SLICES} slice limit")
+    if rows * cols * n_slices > MAX_VOLUME_VOXELS:
+        raise DataError(path, f"volume is {cols}x{rows}x{n_slices}, over the {MAX_VOLUME_VOXELS:,} voxel limit")
+
+
+def _window_uint8(volume: np.ndarray) -> np.ndarray:
+    """One min-max window over the whole stack (so slices stay comparable) -> uint8."""
+    if volume.dtype == np.uint8:
+        return volume
+    vol = volume.astype(np.float32, copy=False)
+    finite = np.isfinite(vol)
+    if not finite.any():
+        return np.zeros(vol.shape, np.uint8)
+    lo, hi = float(vol[finite].min()), float(vol[finite].max())
+    if hi <= lo:
+        return np.zeros(vol.shape, np.uint8)
+    out = (np.nan_to_num(vol, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _positive(values, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    if len(out) != n or not all(math.isfinite(v) and v > 0 for v in out):
+        return None
+    return out
+
+
+# -- DICOM ---------------------------------------------------------------------------------
+def _pixel_measures(ds):
+    """The enhanced-DICOM PixelMeasuresSequence item (shared, else first frame's), or None."""
+    for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(seq_name)
+        if groups:
+            measures = groups[0].get("PixelMeasuresSequence")
+            if measures:
+                return measures[0]
+    return None
+
+
+def dicom_pixel_spacing(ds) -> tuple[float, float] | None:
+    """(row, col) mm from PixelSpacing, or the enhanced-DICOM PixelMeasuresSequence."""
+    for source in (ds, _pixel_measures(ds)):
+        if source is not None and source.get("PixelSpacing") is not None:
+            spacing = _positive(source.PixelSpacing, 2)
+            if spacing:
+                return spacing
+    return None
+
+
+def dicom_slice_spacing(ds) -> float | None:
+    for source in (ds, _pixel_measures(ds)):
+        if source is None:
+            continue
+        for key in ("SpacingBetweenSlices", "SliceThickness"):
+            if source.get(key) is not None:
+                value = _positive([source.get(key)], 1)
+                if value:
+                    return value[0]
+    return None
+
+
+def read_dicom(path: Path) -> Scan:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        try:
+            ds = pydicom.dcmread(str(path))
+        except InvalidDicomError:
+            # no 128-byte preamble: still DICOM if it parses into the elements an image has
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(str(path), force=True)
+                looks_dicom = any(key in ds for key in ("SOPClassUID", "Modality", "Rows"))
+            if not looks_dicom:
+                raise DataError(path, "not a DICOM file (no DICOM header found)")
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on garbage
+        raise DataError(path, f"not a readable DICOM file ({exc.__class__.__name__}: {exc})") from exc
+
+    if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise DataError(path, "DICOM file has no pixel data (a report, a DICOMDIR or a header without an image)")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DataError(path, f"DICOM header lacks a usable image size ({exc})") from exc
+    if samples not in (1, 3):
+        raise DataError(path, f"DICOM has {samples} samples per pixel; only grayscale and RGB are supported")
+    _check_geometry(path, rows, cols, frames)
+
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - missing codec, truncated data, bad header all land here
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        hint = f" (transfer syntax {syntax.name})" if syntax is not None else ""
+        raise DataError(path, f"cannot decode the DICOM pixel data{hint}: {exc.__class__.__name__}: {exc}") from exc
+
+    arr = np.asarray(arr)
+    if samples == 1:
+        try:
+            arr = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(path, f"cannot apply the DICOM rescale slope/intercept ({exc})") from exc
+        if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+            arr = np.nanmax(arr) - arr  # MONOCHROME1: high values are dark
+    # one frame: (rows, cols[, 3]); several: (frames, rows, cols[, 3])
+    stack = arr[None] if frames == 1 else arr
+    expected = (frames, rows, cols) + ((3,) if samples == 3 else ())
+    if stack.shape != expected:
+        raise DataError(path, f"DICOM pixel data has shape {arr.shape}, the header says {expected}")
+    stack = _window_uint8(stack)
+    spacing = dicom_pixel_spacing(ds)
+    notes = [] if spacing else ["no PixelSpacing in the DICOM header"]
+    return Scan("dicom", list(stack), spacing, dicom_slice_spacing(ds) if frames > 1 else None, str(path), notes)
+
+
+# -- NIfTI ---------------------------------------------------------------------------------
+def read_nifti(path: Path) -> Scan:
+    import nibabel as nib
+    from nibabel import orientations
+
+    try:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            img = nib.load(str(path))
+        else:  # a NIfTI-1/2 file without its extension
+            data = path.read_bytes()
+            img = (nib.Nifti2Image if data[4:8] == b"n+2\x00" else nib.Nifti1Image).from_bytes(data)
+        shape = tuple(int(s) for s in img.shape)
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on garbage
+        raise DataError(path, f"not a readable NIfTI file ({exc.__class__.__name__}: {exc})") from exc
+
+    if len(shape) > 3 and any(s != 1 for s in shape[3:]):
+        raise DataError(path, f"NIfTI is {len(shape)}-D {shape} (a time series or several volumes); "
+                              "give one 3-D volume or a 2-D slice")
+    if len(shape) < 2:
+        raise DataError(path, f"NIfTI has shape {shape}; a 2-D slice or a 3-D volume is needed")
+    shape3 = (shape + (1,))[:3]
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise DataError(path, f"NIfTI data type {dtype} is not supported (a scalar grayscale volume is needed)")
+    # Slices are cut along the RAS+ superior axis, so rows x cols = A-P x R-L of the input grid.
+    ornt = None
+    try:
+        ornt = orientations.io_orientation(affine)
+        if not np.isfinite(ornt).all():
+            ornt = None
+    except Exception:  # noqa: BLE001 - a degenerate affine: keep the stored axes
+        ornt = None
+    out_axes = [int(a) for a in ornt[:, 0]] if ornt is not None else [0, 1, 2]
+    x_len, y_len, z_len = (shape3[out_axes.index(k)] for k in range(3))
+    _check_geometry(path, y_len, x_len, z_len)
+
+    try:
+        vol = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape3)
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
+        raise DataError(path, f"cannot read the NIfTI voxel data ({exc.__class__.__name__}: {exc})") from exc
+    if ornt is not None:
+        vol = orientations.apply_orientation(vol, ornt)
+    # header zooms are float32: 0.8 reads 0.800000011920929, so keep 6 significant digits
+    zooms3 = tuple(float(f"{z:.6g}") for z in (tuple(zooms) + (1.0, 1.0, 1.0))[:3])
+    ras_zooms = [1.0, 1.0, 1.0]
+    for i, axis in enumerate(out_axes):
+        ras_zooms[axis] = zooms3[i]
+    vol8 = _window_uint8(vol)
+    del vol
+    # (x, y, z) RAS -> per z: rows = anterior at the top, cols = patient's right on the left
+    slices = [np.ascontiguousarray(vol8[::-1, ::-1, k].T) for k in range(vol8.shape[2])]
+    spacing = _positive((ras_zooms[1], ras_zooms[0]), 2)
+    thickness = _positive([ras_zooms[2]], 1)
+    notes = [] if spacing else ["no usable voxel size in the NIfTI header"]
+    return Scan("nifti", slices, spacing, thickness[0] if thickness and len(slices) > 1 else None, str(path), notes)
+
+
+__all__ = ["Scan", "read_scan", "read_dicom", "read_nifti", "detect_kind", "dicom_pixel_spacing",
+           "MAX_UPLOAD_BYTES", "MAX_SLICES", "MAX_VOLUME_VOXELS", "SCAN_SUFFIXES"]

@@ -1,0 +1,151 @@
+"""Assemble a deployable Hugging Face Space folder, and resolve the Space's settings at start-up.
+
+`build_space(out)` writes out/: app.py (space/app.py), README.md (space/README.md with its YAML
+header's `models:` / `datasets:` set to what this Space uses), requirements.txt
+(space/requirements.txt), the tumorlens/ package, and tumorlens_space.json naming the models
+(Hub repo ids) and the examples dataset. Weights are referenced, not copied, unless
+`include_weights=True` (then the model folders go to out/models/). No dataset file is ever
+copied: the finished folder is checked and refused if it holds any image, scan or data file.
+
+Upload it with `hf upload USER/SPACE OUT . --repo-type=space`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .errors import DataError
+from .inference import DEFAULT_MODELS, default_model
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+SPACE_DIR = REPO_ROOT / "space"
+SPACE_CONFIG_NAME = "tumorlens_space.json"
+EXAMPLES_DATASET_ENV = "TUMORLENS_EXAMPLES_DATASET"
+# The published models (Hub repo ids) a Space loads when nothing else is named.
+DEFAULT_HUB_MODELS = {
+    "segmenter": "tumorlens/tumorlens-unet-mobilenetv2-brisc2025",
+    "classifier": "tumorlens/tumorlens-efficientnet-lite0-brisc2025",
+}
+CONFIG_KEYS = {"segmenter": "seg_model", "classifier": "cls_model"}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
+# Never in a bundle: images, scans, arrays, tables, archives (the datasets stay where they are).
+DATA_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom",
+                 ".nii", ".nii.gz", ".gz", ".mat", ".h5", ".hdf5", ".npy", ".npz", ".parquet", ".arrow",
+                 ".csv", ".zip", ".tar", ".tgz") + WEIGHT_SUFFIXES
+
+
+# -- at start-up ---------------------------------------------------------------------------
+def read_space_config(app_dir: str | Path) -> dict:
+    path = Path(app_dir) / SPACE_CONFIG_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def space_settings(app_dir: str | Path) -> dict:
+    """seg_model, cls_model, examples_dataset for the app in `app_dir`: the environment
+    ($TUMORLENS_SEG_MODEL, $TUMORLENS_CLS_MODEL, $TUMORLENS_EXAMPLES_DATASET) first, then the
+    bundle's tumorlens_space.json (relative folders resolved against app_dir), then the folders
+    shipped under models/."""
+    app_dir = Path(app_dir).resolve()
+    cfg = read_space_config(app_dir)
+    out = {}
+    for kind, key in CONFIG_KEYS.items():
+        value = os.environ.get(DEFAULT_MODELS[kind][0]) or cfg.get(key)
+        if value and (app_dir / value).is_dir():
+            value = str(app_dir / value)
+        out[key] = value or default_model(kind)
+    out["examples_dataset"] = os.environ.get(EXAMPLES_DATASET_ENV) or cfg.get("examples_dataset")
+    return out
+
+
+# -- the bundle ----------------------------------------------------------------------------
+def _is_data_file(path: Path) -> bool:
+    return path.name.lower().endswith(DATA_SUFFIXES)
+
+
+def _check_repo_id(value: str, what: str) -> str:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as exc:
+        raise ValueError(f"{what} {value!r} is not a Hub repo id ({exc})") from exc
+    if "/" not in value:
+        raise ValueError(f"{what} {value!r} is not a Hub repo id: use owner/name")
+    return value
+
+
+def _model_ref(kind: str, value: str | None, out: Path, include_weights: bool) -> tuple[str, str | None]:
+    """(reference written to the config, Hub repo id for the README or None)."""
+    what = f"{kind} model"
+    if include_weights:
+        folder = Path(value).expanduser() if value else (Path(default_model(kind)) if default_model(kind) else None)
+        if folder is None or not (folder / "config.json").is_file():
+            raise DataError(folder, f"{what}: include_weights needs a local model folder with config.json")
+        dest = out / "models" / folder.name
+        dest.mkdir(parents=True)
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                shutil.copy2(f, dest / f.name)
+        return f"models/{folder.name}", None
+    value = value or DEFAULT_HUB_MODELS[kind]
+    if Path(value).expanduser().is_dir():
+        raise ValueError(f"{what} {value!r} is a local folder: a Space loads models by Hub repo id "
+                         "(push it first), or pass include_weights=True to copy the weights into the Space")
+    return _check_repo_id(value, what), value
+
+
+def build_space(out: str | Path, *, seg_model: str | None = None, cls_model: str | None = None,
+                examples_dataset: str | None = None, include_weights: bool = False, overwrite: bool = False,
+                space_dir: str | Path = SPACE_DIR, package_dir: str | Path = PACKAGE_DIR) -> Path:
+    """Write a Space folder to `out` (see the module doc); returns `out`."""
+    from huggingface_hub import SpaceCard
+
+    out, space_dir, package_dir = Path(out).resolve(), Path(space_dir), Path(package_dir)
+    for protected in (REPO_ROOT, space_dir.resolve(), package_dir.resolve()):
+        if out == protected or out in protected.parents or (protected != REPO_ROOT and protected in out.parents):
+            raise ValueError(f"refusing to build the Space into {out}: it would overwrite {protected}")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite)")
+        if not (out / SPACE_CONFIG_NAME).is_file():
+            raise ValueError(f"refusing to overwrite {out}: it is not a Space folder built by this script")
+        shutil.rmtree(out)
+    if examples_dataset:
+        _check_repo_id(examples_dataset, "examples dataset")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        seg_ref, seg_repo = _model_ref("segmenter", seg_model, out, include_weights)
+        cls_ref, cls_repo = _model_ref("classifier", cls_model, out, include_weights)
+        shutil.copy2(space_dir / "app.py", out / "app.py")
+        shutil.copy2(space_dir / "requirements.txt", out / "requirements.txt")
+        shutil.copytree(package_dir, out / "tumorlens",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*"))
+        card = SpaceCard.load(space_dir / "README.md")
+        card.data.models = [r for r in (seg_repo, cls_repo) if r] or None
+        card.data.datasets = [examples_dataset] if examples_dataset else None
+        card.save(out / "README.md")
+        config = {"seg_model": seg_ref, "cls_model": cls_ref, "examples_dataset": examples_dataset}
+        (out / SPACE_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        check_space_folder(out, allow_weights=include_weights)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out
+
+
+def check_space_folder(folder: str | Path, *, allow_weights: bool = False) -> None:
+    """Raise if `folder` holds a data file (or weights outside models/ when they are allowed)."""
+    folder = Path(folder)
+    bad = []
+    for path in folder.rglob("*"):
+        if not path.is_file() or not _is_data_file(path):
+            continue
+        rel = path.relative_to(folder)
+        if allow_weights and rel.parts[0] == "models" and path.name.lower().endswith(WEIGHT_SUFFIXES):
+            continue
+        bad.append(str(rel))
+    if bad:
+        raise ValueError(f"the Space folder must not hold data or weights files, found: {', '.join(sorted(bad)[:10])}")
