@@ -106,3 +106,17 @@ def test_classification_report_by_hand():
     assert r["per_class"]["z"]["f1"] == pytest.approx(2 / 3)
     assert r["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
     assert r["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_postprocess_tuning_picks_the_threshold_and_cleanup_that_score_best():
+    from tumorlens.inference import tune_postprocess
+    truth = np.zeros((32, 32), bool)
+    truth[8:24, 8:24] = True
+    prob = np.where(truth, 0.42, 0.05).astype(np.float32)  # the tumor only clears thresholds under 0.42
+    healthy_truth = np.zeros((32, 32), bool)
+    healthy = np.zeros((32, 32), np.float32)
+    healthy[2, 2] = 0.9  # one speckle pixel: only a component clean-up keeps this slice empty
+    tuned = tune_postprocess([prob, healthy], [truth, healthy_truth], thresholds=(0.3, 0.4, 0.5),
+                             fractions=(0.0, 0.002))
+    assert tuned["threshold"] in (0.3, 0.4) and tuned["min_component_fraction"] == 0.002
+    assert tuned["val_score"] == pytest.approx(1.0)

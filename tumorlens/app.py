@@ -197,11 +197,12 @@ def resolve_spacing(scan: Scan, entered: float | None) -> tuple[tuple[float, flo
     return (entered, entered), "entered"
 
 
-def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float = DEFAULT_THRESHOLD,
+def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = None,
                  spacing: float | None = None, slice_index: int | None = None, whole_volume: bool = False,
                  progress=None) -> ScanResult:
     """Segment and classify one slice of `scan` (None or -1: the middle one); with `whole_volume`,
     segment every slice too and keep each slice's tumor pixel count (for the volume in cm³)."""
+    threshold = model_threshold(pipeline) if threshold is None else threshold
     if not 0.0 < float(threshold) < 1.0:
         raise DataError(None, f"threshold must lie between 0 and 1, not {threshold}")
     n = scan.n_slices
@@ -381,6 +382,11 @@ def analyze_for_ui(pipeline: Pipeline | None, image_path, threshold: float, spac
     return overlay, mask, heat, result.analysis.class_probabilities or None, verdict, size
 
 
+def model_threshold(pipeline: Pipeline | None) -> float:
+    """The slider starts at the segmenter's own threshold (tuned on validation data)."""
+    return pipeline.segmenter.threshold if pipeline and pipeline.segmenter else DEFAULT_THRESHOLD
+
+
 def concurrency_limit() -> int:
     return max(1, int(os.environ.get(CONCURRENCY_ENV, DEFAULT_CONCURRENCY)))
 
@@ -399,7 +405,7 @@ def build_demo(pipeline: Pipeline | None, examples: list[str] | None = None, *,
         return inspect_for_ui(file, autofilled, cache=cache)
 
     # defaults make the API's optional parameters (the page always sends every value)
-    def analyze(file, threshold=DEFAULT_THRESHOLD, spacing=None, slice_index=-1, whole_volume=False,
+    def analyze(file, threshold=None, spacing=None, slice_index=-1, whole_volume=False,
                 progress=gr.Progress()):
         return analyze_for_ui(pipeline, file, threshold, spacing, slice_index, whole_volume, progress=progress,
                               cache=cache)
@@ -424,7 +430,7 @@ def build_demo(pipeline: Pipeline | None, examples: list[str] | None = None, *,
                                         elem_id="slice-index")
                 whole_volume = gr.Checkbox(False, visible=False, elem_id="whole-volume",
                                            label="Whole volume: segment every slice and report the tumor volume (cm³)")
-                threshold = gr.Slider(0.05, 0.95, value=DEFAULT_THRESHOLD, step=0.05, label="Mask threshold",
+                threshold = gr.Slider(0.05, 0.95, value=model_threshold(pipeline), step=0.05, label="Mask threshold",
                                       elem_id="threshold")
                 spacing = gr.Number(value=None, elem_id="spacing",
                                     label="Pixel spacing (mm per pixel; empty or 0 = pixels and % only; "

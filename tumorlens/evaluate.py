@@ -94,7 +94,7 @@ def evaluate_segmenter(model_dir: str | Path, data_root=None, *, runtime: str = 
                     "masked": int((healthy_areas >= HEALTHY_MASK_MIN_PX).sum()),
                     "masked_rate": float((healthy_areas >= HEALTHY_MASK_MIN_PX).mean()) if len(healthy_areas) else None},
         "deduplicated": dedup,
-        "settings": {"threshold": 0.5, "tta_hflip": seg.tta, "min_component_fraction": seg.min_component_fraction,
+        "settings": {"threshold": seg.threshold, "tta_hflip": seg.tta, "min_component_fraction": seg.min_component_fraction,
                      "runtime": seg.runner.runtime, "precision": seg.runner.precision,
                      "resolution": "metrics at each image's native resolution"},
         "per_image": records,

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .errors import TumorLensError
-from .inference import DEFAULT_THRESHOLD, Pipeline, default_model
+from .inference import Pipeline, default_model
 from .preprocess import IMAGE_SUFFIXES, decode_image
 
 log = logging.getLogger("tumorlens.predict")
@@ -42,7 +42,7 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
-def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: float = DEFAULT_THRESHOLD,
+def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: float | None = None,
             pixel_spacing_mm: float | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     classes = pipeline.classifier.label_names if pipeline.classifier else []
@@ -86,7 +86,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seg-model", default=None, help="segmenter folder or Hub repo id (default: the shipped one)")
     p.add_argument("--cls-model", default=None, help="classifier folder or Hub repo id (default: the shipped one)")
     p.add_argument("--no-classifier", action="store_true")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the model's own, tuned on validation data)")
     p.add_argument("--pixel-spacing", type=float, default=None, help="mm per pixel, for areas in mm²")
     p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto")
     p.set_defaults(func=run)

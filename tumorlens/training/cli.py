@@ -109,6 +109,7 @@ def finalize(best: Path, out: Path, kind: str, args) -> Path:
     if kind == "segmenter":
         model, pre = load_segmenter(best)
         save_segmenter(model, out, pre, fp16=args.fp16, training_info=info)
+        tune_segmenter(out, args)
     else:
         model, pre, labels = load_classifier(best)
         save_classifier(model, out, labels, pre, fp16=args.fp16, training_info=info)
@@ -118,6 +119,18 @@ def finalize(best: Path, out: Path, kind: str, args) -> Path:
     if args.push_to_hub:
         push_folder(out, args.push_to_hub, private=args.private)
     return out
+
+
+def tune_segmenter(folder: Path, args) -> dict:
+    """Threshold and clean-up chosen on the validation split carved from train (never on test)."""
+    from ..inference import INFERENCE_CONFIG_NAME, Segmenter, tune_postprocess
+    seg = Segmenter.from_pretrained(folder, runtime="torch")
+    _, val = brisc_train_val("segmentation", seg.pre.size, args)
+    probs = seg.probabilities(list(val["images"]))
+    tuned = tune_postprocess(probs, val["masks"])
+    tuned["chosen_on"] = f"validation split carved from BRISC train ({len(probs)} slices, seed {args.seed})"
+    (folder / INFERENCE_CONFIG_NAME).write_text(json.dumps(tuned, indent=1) + "\n")
+    return tuned
 
 
 def dataclass_defaults(cls) -> dict:
