@@ -55,7 +55,8 @@ def render_card(folder: str | Path, kind: str, repo_id: str | None = None) -> Mo
     hours = info.get("train_seconds", 0) / 3600
     return ModelCard.from_template(
         card_data(kind, ev, folder.name), template_str=template,
-        model_id=repo_id or folder.name, repo_or_path=repo_id or f"models/{folder.name}", ev=ev, info=info, pre=pre,
+        model_id=repo_id or folder.name, repo_or_path=repo_id or f"models/{folder.name}",
+        timm_id=f"hf-hub:{repo_id}" if repo_id else f"local-dir:models/{folder.name}", ev=ev, info=info, pre=pre,
         config=config, train_hours=f"{hours:.2f}", pct=_pct,
         dedup=(ev.get("deduplicated") or {}),
     )

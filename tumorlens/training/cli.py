@@ -115,7 +115,7 @@ def finalize(best: Path, out: Path, kind: str, args) -> Path:
         save_classifier(model, out, labels, pre, fp16=args.fp16, training_info=info)
     if not args.skip_eval:
         evaluate_model(out, kind, data_root=args.data_root)
-    write_card(out, kind)
+    write_card(out, kind, repo_id=args.push_to_hub)  # the card's load lines name the repo it is pushed to
     if args.push_to_hub:
         push_folder(out, args.push_to_hub, private=args.private)
     return out
