@@ -95,7 +95,7 @@ def served(demo):
 # -- examples ------------------------------------------------------------------------------
 def test_examples_come_from_the_dataset_one_per_class():
     paths = example_paths()
-    assert len(paths) == 4 and all(str(BRISC) in p for p in paths)
+    assert len(paths) == 4 and all(Path(p).resolve().is_relative_to(BRISC.resolve()) for p in paths)
     assert [p.split("/")[-2] for p in paths] == ["glioma", "meningioma", "no_tumor", "pituitary"]
     assert [example_label(p) for p in paths] == ["glioma", "meningioma", "healthy (no tumor)", "pituitary"]
 
@@ -161,17 +161,22 @@ def test_shipped_segmenter_outlines_the_tumor_on_real_test_slices():
     cls = str(SHIPPED_CLASSIFIER) if (SHIPPED_CLASSIFIER / "config.json").is_file() else None
     pipe = Pipeline.from_pretrained(str(SHIPPED_SEGMENTER), cls, runtime="torch")
     seg_test = BRISC / "segmentation_task" / "test"
-    dices = []
-    for code, cls_name in (("gl", "glioma"), ("me", "meningioma"), ("pi", "pituitary")):
-        for mask_file in sorted((seg_test / "masks").glob(f"*_{code}_*.png"))[:2]:
-            # segmentation images are links to the classification images of the same name
-            image = BRISC / "classification_task" / "test" / cls_name / f"{mask_file.stem}.jpg"
-            truth = decode_mask(mask_file).astype(bool)
-            mask = analyze_scan(pipe, read_scan(image)).segmentation.mask
-            inter = (mask & truth).sum()
-            assert inter > 0, f"{image.name}: the predicted mask misses the expert's tumor"
-            dices.append(2 * inter / (mask.sum() + truth.sum()))
-    assert np.mean(dices) > 0.5, dices
+    dices, missed = [], []
+    names = {"gl": "glioma", "me": "meningioma", "pi": "pituitary"}
+    # a spread over the whole test set (every 43rd slice), not its first rows: the model's
+    # misses are real (see eval.json) and a test on a hand-picked handful would hide or inflate them
+    for mask_file in sorted((seg_test / "masks").glob("*.png"))[::43]:
+        # segmentation images are links to the classification images of the same name
+        image = BRISC / "classification_task" / "test" / names[mask_file.stem.split("_")[3]] / f"{mask_file.stem}.jpg"
+        truth = decode_mask(mask_file).astype(bool)
+        mask = analyze_scan(pipe, read_scan(image)).segmentation.mask
+        inter = (mask & truth).sum()
+        if inter == 0:
+            missed.append(image.name)
+        dices.append(2 * inter / (mask.sum() + truth.sum()))
+    assert len(dices) == 20
+    assert len(missed) <= 4, f"the predicted mask misses the expert's tumor on {missed}"
+    assert np.mean(dices) > 0.7, dices
 
 
 # -- the served app ------------------------------------------------------------------------

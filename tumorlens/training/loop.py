@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -90,6 +91,9 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = pick_precision(cfg.precision, device)
+        # Accelerate keeps one process-wide state; a second trainer in the same process (tests,
+        # notebooks) may pick another precision, so start from a clean state each time.
+        AcceleratorState._reset_state(reset_partial_state=True)
         self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if self.precision == "bf16" else "no")
         self.device = self.accelerator.device
         set_seed(cfg.seed)
