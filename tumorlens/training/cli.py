@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data import brisc2025
 from ..packs import build_pack, cached_pack, stratified_holdout
@@ -133,8 +131,4 @@ def tune_segmenter(folder: Path, args) -> dict:
     return tuned
 
 
-def dataclass_defaults(cls) -> dict:
-    return {f.name: f.default for f in fields(cls)}
-
-
-__all__ = ["add_common_args", "brisc_train_val", "run", "finalize", "torch"]
+__all__ = ["add_common_args", "brisc_train_val", "run", "finalize", "tune_segmenter"]
