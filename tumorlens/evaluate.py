@@ -1,7 +1,9 @@
-"""Score a shipped model on the BRISC 2025 test set and write eval.json beside it.
+"""Score a model on its dataset's test data and write eval.json beside it.
 
     python -m tumorlens.evaluate segmenter models/tumorlens-unet-mobilenetv2-brisc2025
     python -m tumorlens.evaluate classifier models/tumorlens-efficientnet-lite0-brisc2025
+    python -m tumorlens.evaluate segmenter models/tumorlens-unet-mobilenetv2-lgg --dataset lgg
+    python -m tumorlens.evaluate classifier RUN/model --dataset figshare --fold 3
 
 The model card's numbers are rendered from this file, never typed by hand."""
 
@@ -17,10 +19,10 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import TUMOR_CLASSES, brisc2025
+from .data import TUMOR_CLASSES, brisc2025, figshare, lgg
 from .errors import DataError
 from .inference import Classifier, Segmenter
-from .metrics import classification_report, dice, iou, pixel_accuracy, summarize_segmentation
+from .metrics import classification_report, dice, iou, pixel_accuracy, summarize_segmentation, volume_dice
 from .models import EVAL_NAME
 from .preprocess import decode_image, decode_mask
 from .training.precision import hardware_summary
@@ -81,6 +83,7 @@ def evaluate_segmenter(model_dir: str | Path, data_root=None, *, runtime: str = 
         dedup = {"n": len(kept), "dice": summarize_segmentation(kept, ())["dice"], **_dedup_note(leaks & {r["file_name"] for r in records})}
     result = {
         "task": "segmentation",
+        "dataset_id": "brisc2025",
         "dataset": "BRISC 2025 segmentation_task/test (official split)",
         "n_tumor_slices": len(records),
         "dice_mean": summary["dice"]["mean"],
@@ -131,6 +134,7 @@ def evaluate_classifier(model_dir: str | Path, data_root=None, *, runtime: str =
         dedup = {**classification_report(truth[keep], pred[keep], TUMOR_CLASSES), **_dedup_note(leaks & set(names))}
     return {
         "task": "classification",
+        "dataset_id": "brisc2025",
         "dataset": "BRISC 2025 classification_task/test (official split)",
         **report,
         "deduplicated": dedup,
@@ -143,6 +147,120 @@ def evaluate_classifier(model_dir: str | Path, data_root=None, *, runtime: str =
         "complete": limit is None,
         "command": "python -m tumorlens.evaluate classifier " + str(model_dir),
     }
+
+
+def _segment_rows(seg: Segmenter, rows: datasets.Dataset, desc: str, batch_size: int = 16):
+    """(file_name, predicted mask, true mask) for rows with image and mask columns, at native resolution."""
+    raw = rows.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image(decode=False))
+    for i in tqdm(range(0, len(raw), batch_size), desc=desc, unit="batch"):
+        part = raw.select(range(i, min(i + batch_size, len(raw))))
+        images = [decode_image(r["bytes"] or r["path"]) for r in part["image"]]
+        truths = [decode_mask(r["bytes"] or r["path"]) for r in part["mask"]]
+        for prob, truth, name in zip(seg.probabilities(images), truths, part["file_name"]):
+            pred = seg.from_probability(prob).mask
+            if pred.shape != truth.shape:
+                raise DataError(name, f"prediction {pred.shape} and mask {truth.shape} differ")
+            yield name, pred.astype(bool), truth.astype(bool)
+
+
+def _seg_settings(seg: Segmenter) -> dict:
+    return {"threshold": seg.threshold, "tta_hflip": seg.tta, "min_component_fraction": seg.min_component_fraction,
+            "runtime": seg.runner.runtime, "precision": seg.runner.precision,
+            "resolution": "metrics at each image's native resolution"}
+
+
+def _mean(values, how=np.mean) -> float | None:
+    values = list(values)
+    return float(how(values)) if values else None
+
+
+def evaluate_lgg_segmenter(model_dir: str | Path, data_root=None, *, runtime: str = "auto",
+                           limit: int | None = None, split: str = "test") -> dict:
+    """LGG patient-wise test split: Dice per slice and per patient. Per patient, as Buda et al.
+    (2019) report it: one Dice over all of a patient's slices stacked into a volume."""
+    seg = Segmenter.from_pretrained(model_dir, runtime=runtime)
+    rows = lgg.load(data_root)[split]
+    if limit is not None:
+        rows = rows.select(range(min(limit, len(rows))))
+    t0 = time.time()
+    patients = dict(zip(rows["file_name"], rows["patient_id"]))
+    records, counts = [], {}
+    for name, pred, truth in _segment_rows(seg, rows, f"LGG {split}"):
+        pid = patients[name]
+        inter, sp, st = int((pred & truth).sum()), int(pred.sum()), int(truth.sum())
+        counts.setdefault(pid, []).append((inter, sp, st))
+        records.append({"file_name": name, "patient_id": pid, "tumor": st > 0, "dice": dice(pred, truth),
+                        "iou": iou(pred, truth), "pixel_accuracy": pixel_accuracy(pred, truth), "pred_px": sp})
+    per_patient = {pid: volume_dice(c) for pid, c in counts.items()}
+    tumor = [r for r in records if r["tumor"]]
+    healthy = [r for r in records if not r["tumor"]]
+    pp = np.asarray(list(per_patient.values()))
+    return {
+        "task": "segmentation",
+        "dataset_id": "lgg",
+        "dataset": f"LGG kaggle_3m (TCGA-LGG, Buda et al. 2019), patient-wise {split} split "
+                   "(tumorlens/data/splits/lgg_kaggle_3m.json)",
+        "n_patients": len(per_patient),
+        "n_slices": len(records),
+        "n_tumor_slices": len(tumor),
+        "dice_per_patient_mean": float(pp.mean()),
+        "dice_per_patient_median": float(np.median(pp)),
+        "dice_per_patient": per_patient,
+        "dice_mean": _mean(r["dice"] for r in tumor),
+        "dice_median": _mean((r["dice"] for r in tumor), np.median),
+        "dice_all_slices_mean": _mean(r["dice"] for r in records),
+        "miou": _mean(r["iou"] for r in tumor),
+        "pixel_accuracy": _mean(r["pixel_accuracy"] for r in records),
+        "healthy": {"dataset": f"LGG {split} slices with an empty mask", "n": len(healthy),
+                    "min_mask_px": HEALTHY_MASK_MIN_PX,
+                    "masked": sum(r["pred_px"] >= HEALTHY_MASK_MIN_PX for r in healthy),
+                    "masked_rate": float(np.mean([r["pred_px"] >= HEALTHY_MASK_MIN_PX for r in healthy])) if healthy else None},
+        "settings": _seg_settings(seg),
+        "per_image": records,
+        "seconds": round(time.time() - t0, 1),
+        "hardware": hardware_summary(),
+        "complete": limit is None,
+        "command": f"python -m tumorlens.evaluate segmenter {model_dir} --dataset lgg",
+    }
+
+
+def figshare_fold_rows(fold: int, data_root=None, limit: int | None = None) -> datasets.Dataset:
+    ds = figshare.load(data_root)["train"]
+    rows = ds.select(np.flatnonzero(np.asarray(ds["fold"]) == fold))
+    return rows if limit is None else rows.select(range(min(limit, len(rows))))
+
+
+def evaluate_figshare_fold(model_dir: str | Path, kind: str, fold: int, data_root=None, *, runtime: str = "auto",
+                           limit: int | None = None) -> dict:
+    """One fold of the author's patient-wise 5-fold cross-validation: the fold's slices as test."""
+    rows = figshare_fold_rows(fold, data_root, limit)
+    t0 = time.time()
+    common = {"dataset_id": "figshare", "fold": fold,
+              "dataset": f"Figshare (Cheng et al. 2017), fold {fold} of cvind5fold.mat (patient-wise) as test"}
+    if kind == "segmenter":
+        seg = Segmenter.from_pretrained(model_dir, runtime=runtime)
+        labels = dict(zip(rows["file_name"], rows["label"]))
+        records = [{"file_name": n, "label": TUMOR_CLASSES[labels[n]], "dice": dice(p, t), "iou": iou(p, t),
+                    "pixel_accuracy": pixel_accuracy(p, t)}
+                   for n, p, t in _segment_rows(seg, rows, f"Figshare fold {fold}")]
+        summary = summarize_segmentation(records, ("label",))
+        return {"task": "segmentation", **common, "n_tumor_slices": len(records),
+                "dice_mean": summary["dice"]["mean"], "dice_median": summary["dice"]["median"],
+                "miou": summary["iou"]["mean"], "pixel_accuracy": summary["pixel_accuracy"]["mean"],
+                "by_label": summary["by_label"], "settings": _seg_settings(seg), "per_image": records,
+                "seconds": round(time.time() - t0, 1), "hardware": hardware_summary(), "complete": limit is None}
+    clf = Classifier.from_pretrained(model_dir, runtime=runtime)
+    names = list(clf.label_names)
+    raw = rows.cast_column("image", datasets.Image(decode=False))
+    probs = np.concatenate([clf.probabilities([decode_image(r["path"]) for r in raw.select(
+        range(i, min(i + 32, len(raw))))["image"]]) for i in range(0, len(raw), 32)])
+    truth = np.asarray([names.index(TUMOR_CLASSES[lab]) for lab in rows["label"]])
+    pred = probs.argmax(1)
+    return {"task": "classification", **common, **classification_report(truth, pred, names),
+            "errors": [{"file_name": n, "truth": names[t], "predicted": names[p], "confidence": float(pr.max())}
+                       for n, t, p, pr in zip(rows["file_name"], truth, pred, probs) if t != p],
+            "settings": {"runtime": clf.runner.runtime, "precision": clf.runner.precision, "input_size": clf.pre.size},
+            "seconds": round(time.time() - t0, 1), "hardware": hardware_summary(), "complete": limit is None}
 
 
 def plot_confusion(report: dict, path: Path) -> Path:
@@ -167,20 +285,36 @@ def plot_confusion(report: dict, path: Path) -> Path:
 
 
 def evaluate_model(folder: str | Path, kind: str, data_root=None, *, runtime: str = "auto",
-                   limit: int | None = None) -> dict:
+                   limit: int | None = None, dataset: str = "brisc2025", fold: int | None = None) -> dict:
     folder = Path(folder)
-    if kind == "segmenter":
+    if kind not in ("segmenter", "classifier"):
+        raise ValueError(f"kind must be segmenter or classifier, not {kind!r}")
+    if dataset == "lgg":
+        if kind != "segmenter":
+            raise ValueError("LGG has masks only: evaluate a segmenter on it")
+        result = evaluate_lgg_segmenter(folder, data_root, runtime=runtime, limit=limit)
+    elif dataset == "figshare":
+        if fold is None:
+            raise ValueError("Figshare is scored one cross-validation fold at a time: give fold")
+        result = evaluate_figshare_fold(folder, kind, fold, data_root, runtime=runtime, limit=limit)
+    elif kind == "segmenter":
         result = evaluate_segmenter(folder, data_root, runtime=runtime, limit=limit)
     elif kind == "classifier":
         result = evaluate_classifier(folder, data_root, runtime=runtime, limit=limit)
         plot_confusion(result, folder / "confusion_matrix.png")
-    else:
-        raise ValueError(f"kind must be segmenter or classifier, not {kind!r}")
     (folder / EVAL_NAME).write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
 
 
 def headline(result: dict) -> str:
+    if result.get("dataset_id") == "lgg":
+        return (f"LGG test: Dice per patient mean {result['dice_per_patient_mean']:.4f} (n={result['n_patients']}); "
+                f"per tumor slice mean {result['dice_mean']:.4f} median {result['dice_median']:.4f} "
+                f"(n={result['n_tumor_slices']}); healthy slices masked: {result['healthy']['masked']}/{result['healthy']['n']}")
+    if result.get("dataset_id") == "figshare":
+        if result["task"] == "segmentation":
+            return f"Figshare fold {result['fold']}: Dice mean {result['dice_mean']:.4f} (n={result['n_tumor_slices']})"
+        return f"Figshare fold {result['fold']}: accuracy {result['accuracy'] * 100:.2f}% (n={result['n']})"
     if result["task"] == "segmentation":
         h = result["healthy"]
         return (f"BRISC test: Dice mean {result['dice_mean']:.4f} median {result['dice_median']:.4f} "
@@ -196,17 +330,20 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=("segmenter", "classifier"))
     p.add_argument("model", help="model folder (eval.json is written into it)")
-    p.add_argument("--data-root", help="BRISC 2025 root")
+    p.add_argument("--dataset", choices=("brisc2025", "lgg", "figshare"), default="brisc2025")
+    p.add_argument("--fold", type=int, help="Figshare fold scored as test")
+    p.add_argument("--data-root", help="the dataset's root")
     p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto")
     p.add_argument("--limit", type=int, help="score only the first N test images (smoke runs)")
     p.add_argument("--card", action=argparse.BooleanOptionalAction, default=True, help="re-render README.md from eval.json")
     args = p.parse_args(argv)
     try:
-        result = evaluate_model(args.model, args.kind, args.data_root, runtime=args.runtime, limit=args.limit)
-    except DataError as exc:
+        result = evaluate_model(args.model, args.kind, args.data_root, runtime=args.runtime, limit=args.limit,
+                                dataset=args.dataset, fold=args.fold)
+    except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.card:
+    if args.card and args.dataset != "figshare":  # fold models are measurements, not releases
         from .hub import write_card
         write_card(args.model, args.kind)
     print(headline(result))

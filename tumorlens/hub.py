@@ -13,6 +13,8 @@ from .models import EVAL_NAME, TRAINING_INFO_NAME
 
 CARD_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
 TEMPLATES = {"segmenter": "segmenter.md", "classifier": "classifier.md"}
+DATASET_TEMPLATES = {("segmenter", "lgg"): "segmenter_lgg.md"}  # a model scored on another dataset has its own card
+DATASET_NAMES = {"brisc2025": "BRISC 2025", "lgg": "LGG MRI Segmentation (kaggle_3m)"}
 
 
 def _read(folder: Path, name: str) -> dict:
@@ -26,7 +28,14 @@ def _pct(x) -> str:
 
 def card_data(kind: str, ev: dict, model_name: str) -> ModelCardData:
     results = []
-    if kind == "segmenter" and ev:
+    dataset = ev.get("dataset_id", "brisc2025") if ev else "brisc2025"
+    if kind == "segmenter" and dataset == "lgg":
+        for metric, value, name in (("dice", ev["dice_per_patient_mean"], "Mean Dice per patient"),
+                                    ("dice", ev["dice_mean"], "Mean Dice per tumor slice"), ("iou", ev["miou"], "mIoU")):
+            results.append(EvalResult(task_type="image-segmentation", dataset_type="lgg", dataset_name=DATASET_NAMES["lgg"],
+                                      dataset_split="test (patient-wise)", metric_type=metric,
+                                      metric_value=round(value, 4), metric_name=name))
+    elif kind == "segmenter" and ev:
         for metric, value, name in (("dice", ev["dice_mean"], "Mean Dice"), ("iou", ev["miou"], "mIoU"),
                                     ("accuracy", ev["pixel_accuracy"], "Pixel accuracy")):
             results.append(EvalResult(task_type="image-segmentation", dataset_type="brisc2025", dataset_name="BRISC 2025",
@@ -37,8 +46,9 @@ def card_data(kind: str, ev: dict, model_name: str) -> ModelCardData:
             results.append(EvalResult(task_type="image-classification", dataset_type="brisc2025", dataset_name="BRISC 2025",
                                       dataset_split="test", metric_type=metric, metric_value=round(value, 4),
                                       metric_name=name))
-    common = dict(license="apache-2.0", tags=["medical", "mri", "brain-tumor", "tumorlens"],
-                  datasets=["brisc2025"], model_name=model_name, eval_results=results or None)
+    # weights trained on LGG follow its CC BY-NC-SA data licence
+    common = dict(license="cc-by-nc-sa-4.0" if dataset == "lgg" else "apache-2.0", tags=["medical", "mri", "brain-tumor", "tumorlens"],
+                  datasets=[dataset], model_name=model_name, eval_results=results or None)
     if kind == "segmenter":
         return ModelCardData(library_name="segmentation-models-pytorch", pipeline_tag="image-segmentation",
                              tags=common.pop("tags") + ["segmentation-models-pytorch", "semantic-segmentation"], **common)
@@ -51,7 +61,7 @@ def render_card(folder: str | Path, kind: str, repo_id: str | None = None) -> Mo
     ev, info = _read(folder, EVAL_NAME), _read(folder, TRAINING_INFO_NAME)
     pre = _read(folder, "preprocessor_config.json")
     config = _read(folder, "config.json")
-    template = (CARD_DIR / TEMPLATES[kind]).read_text()
+    template = (CARD_DIR / DATASET_TEMPLATES.get((kind, ev.get("dataset_id")), TEMPLATES[kind])).read_text()
     hours = info.get("train_seconds", 0) / 3600
     return ModelCard.from_template(
         card_data(kind, ev, folder.name), template_str=template,

@@ -16,6 +16,15 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
 
 
+def volume_dice(slices: Iterable[tuple[int, int, int]]) -> float:
+    """One Dice over a stack of slices, from per-slice (overlap, predicted px, true px) counts:
+    how Buda et al. (2019) score a patient. An empty volume predicted empty scores 1."""
+    inter = pred_px = true_px = 0
+    for i, p, t in slices:
+        inter, pred_px, true_px = inter + i, pred_px + p, true_px + t
+    return 1.0 if pred_px + true_px == 0 else 2.0 * inter / (pred_px + true_px)
+
+
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     p, t = np.asarray(pred, bool), np.asarray(truth, bool)
     union = int(np.logical_or(p, t).sum())

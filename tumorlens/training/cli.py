@@ -7,18 +7,26 @@ import json
 import shutil
 from pathlib import Path
 
+import datasets
 import numpy as np
 
-from ..data import brisc2025
+from ..data import TUMOR_CLASSES, brisc2025, figshare, lgg
 from ..packs import build_pack, cached_pack, stratified_holdout
 from .loop import TrainConfig, Trainer, default_threads
 
 
 def add_common_args(p: argparse.ArgumentParser, *, defaults: dict) -> None:
-    p.add_argument("--data-root", help="BRISC 2025 root (default $TUMORLENS_DATA/brisc2025 or ../shared/data/brisc2025)")
+    p.add_argument("--dataset", choices=DATASETS, default="brisc2025",
+                   help="brisc2025: official train; lgg: the recorded patient-wise split; "
+                        "figshare: train on the author's folds other than --fold")
+    p.add_argument("--fold", type=int, choices=range(1, figshare.N_FOLDS + 1),
+                   help="Figshare cross-validation fold held out for testing")
+    p.add_argument("--data-root", help="dataset root (default $TUMORLENS_DATA/<dataset> or ../shared/data/<dataset>)")
     p.add_argument("--run-dir", type=Path, default=Path(defaults["run_dir"]),
                    help="checkpoints, logs and the best model; re-running with the same dir resumes")
-    p.add_argument("--out", type=Path, default=Path(defaults["out"]), help="Hub-layout folder for the finished model")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"Hub-layout folder for the finished model (default {defaults['out']} for BRISC, "
+                        "the dataset's name in place of brisc2025 otherwise)")
     p.add_argument("--epochs", type=int, default=defaults["epochs"])
     p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
     p.add_argument("--lr", type=float, default=defaults["lr"])
@@ -45,6 +53,13 @@ def add_common_args(p: argparse.ArgumentParser, *, defaults: dict) -> None:
     p.add_argument("--private", action="store_true")
 
 
+def resolve_out(args, default: str) -> None:
+    """--out defaults to the BRISC model folder, renamed for another dataset."""
+    if args.out is None:
+        # cross-validation fold models are measurements, not releases: they stay in the run dir
+        args.out = Path(args.run_dir) / "model" if args.dataset == "figshare" else Path(default.replace("brisc2025", args.dataset))
+
+
 def train_config(args) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, encoder_lr_mult=args.encoder_lr_mult,
                        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision,
@@ -57,16 +72,13 @@ def subset(pack: dict, idx: np.ndarray) -> dict:
     return {k: v[idx] for k, v in pack.items()}
 
 
-def brisc_train_val(task: str, size: int, args) -> tuple[dict, dict]:
-    """BRISC train (never test) as a pack, split into train/validation by class, seeded.
-    With --limit, only a stratified handful of rows is decoded (smoke runs, tests)."""
-    if task == "segmentation":
-        key = "brisc2025-seg+no_tumor-train"
-        ds = brisc2025.load_segmentation(args.data_root, include_no_tumor=True)["train"]
-    else:
-        key = "brisc2025-cls-train"
-        ds = brisc2025.load_classification(args.data_root)["train"]
-    tr, va = stratified_holdout(np.asarray(ds["label"]), args.val_fraction, args.seed)
+DATASETS = ("brisc2025", "lgg", "figshare")
+FIGSHARE_CLASSES = ("glioma", "meningioma", "pituitary")  # Figshare has no healthy slices
+
+
+def _packs(key: str, ds, tr: np.ndarray, va: np.ndarray, size: int, args) -> tuple[dict, dict]:
+    """Train/validation packs from rows `tr`/`va` of `ds`. With --limit, only a seeded handful of
+    rows is decoded (smoke runs, tests); otherwise the whole split is cached once."""
     if args.limit:
         rng = np.random.default_rng(args.seed)
         tr = np.sort(rng.choice(tr, size=min(args.limit, len(tr)), replace=False))
@@ -76,6 +88,61 @@ def brisc_train_val(task: str, size: int, args) -> tuple[dict, dict]:
         return subset(pack, np.arange(len(tr))), subset(pack, np.arange(len(tr), len(rows)))
     pack = cached_pack(key, lambda: ds, size)
     return subset(pack, tr), subset(pack, va)
+
+
+def block_holdout(ids: np.ndarray, fraction: float, seed: int, block: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole runs of consecutive slice ids. The prepared Figshare copy lost its patient
+    ids, but a patient's slices sit next to each other, so blocks keep validation nearly patient-wise."""
+    blocks = np.asarray(ids) // block
+    uniq = np.unique(blocks)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(uniq, size=max(1, round(len(uniq) * fraction)), replace=False)
+    val = np.isin(blocks, chosen)
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def train_val_packs(task: str, size: int, args) -> tuple[dict, dict, list[str] | None]:
+    """(train pack, validation pack, class names) for --dataset; the scored test data never enters.
+    - brisc2025: official train, split by class into train/validation (seeded);
+    - lgg: the recorded patient-wise train and validation splits;
+    - figshare: the author's folds other than --fold; validation is held out in id blocks."""
+    dataset = getattr(args, "dataset", "brisc2025")
+    if dataset == "brisc2025":
+        if task == "segmentation":
+            key = "brisc2025-seg+no_tumor-train"
+            ds = brisc2025.load_segmentation(args.data_root, include_no_tumor=True)["train"]
+        else:
+            key = "brisc2025-cls-train"
+            ds = brisc2025.load_classification(args.data_root)["train"]
+        tr, va = stratified_holdout(np.asarray(ds["label"]), args.val_fraction, args.seed)
+        return (*_packs(key, ds, tr, va, size, args), list(TUMOR_CLASSES))
+    if dataset == "lgg":
+        if task != "segmentation":
+            raise SystemExit("LGG has no tumor-type labels; train a segmenter on it")
+        splits = lgg.load(args.data_root)
+        ds = datasets.concatenate_datasets([splits["train"], splits["validation"]])
+        n_train = len(splits["train"])
+        return (*_packs("lgg-train+validation", ds, np.arange(n_train), np.arange(n_train, len(ds)), size, args), None)
+    if dataset == "figshare":
+        if args.fold is None:
+            raise SystemExit("--dataset figshare needs --fold K (the fold held out for testing)")
+        ds = figshare.load(args.data_root)["train"]
+        folds = np.asarray(ds["fold"])
+        train_rows = np.flatnonzero(folds != args.fold)
+        tr, va = block_holdout(np.asarray(ds["id"])[train_rows], args.val_fraction, args.seed)
+        pack_tr, pack_va = _packs("figshare-all", ds, train_rows[tr], train_rows[va], size, args)
+        if task == "classification":
+            remap = np.full(len(TUMOR_CLASSES), -1)
+            remap[[TUMOR_CLASSES.index(c) for c in FIGSHARE_CLASSES]] = np.arange(len(FIGSHARE_CLASSES))
+            for pack in (pack_tr, pack_va):
+                pack["labels"] = remap[pack["labels"]]
+        return pack_tr, pack_va, list(FIGSHARE_CLASSES)
+    raise SystemExit(f"unknown dataset {dataset!r}")
+
+
+def brisc_train_val(task: str, size: int, args) -> tuple[dict, dict]:
+    args.dataset = "brisc2025"
+    return train_val_packs(task, size, args)[:2]
 
 
 def init_state_from(name_or_path: str | None, kind: str) -> dict | None:
@@ -112,7 +179,9 @@ def finalize(best: Path, out: Path, kind: str, args) -> Path:
         model, pre, labels = load_classifier(best)
         save_classifier(model, out, labels, pre, fp16=args.fp16, training_info=info)
     if not args.skip_eval:
-        evaluate_model(out, kind, data_root=args.data_root)
+        evaluate_model(out, kind, data_root=args.data_root, dataset=args.dataset, fold=args.fold)
+    if args.dataset == "figshare":  # a cross-validation fold: a measurement, not a release
+        return out
     write_card(out, kind, repo_id=args.push_to_hub)  # the card's load lines name the repo it is pushed to
     if args.push_to_hub:
         push_folder(out, args.push_to_hub, private=args.private)
@@ -123,12 +192,16 @@ def tune_segmenter(folder: Path, args) -> dict:
     """Threshold and clean-up chosen on the validation split carved from train (never on test)."""
     from ..inference import INFERENCE_CONFIG_NAME, Segmenter, tune_postprocess
     seg = Segmenter.from_pretrained(folder, runtime="torch")
-    _, val = brisc_train_val("segmentation", seg.pre.size, args)
+    _, val, _ = train_val_packs("segmentation", seg.pre.size, args)
     probs = seg.probabilities(list(val["images"]))
     tuned = tune_postprocess(probs, val["masks"])
-    tuned["chosen_on"] = f"validation split carved from BRISC train ({len(probs)} slices, seed {args.seed})"
+    where = {"brisc2025": "validation split carved from BRISC train",
+             "lgg": "LGG patient-wise validation split",
+             "figshare": f"validation id blocks carved from the Figshare folds other than fold {args.fold}"}
+    tuned["chosen_on"] = f"{where[args.dataset]} ({len(probs)} slices, seed {args.seed})"
     (folder / INFERENCE_CONFIG_NAME).write_text(json.dumps(tuned, indent=1) + "\n")
     return tuned
 
 
-__all__ = ["add_common_args", "brisc_train_val", "run", "finalize", "tune_segmenter"]
+__all__ = ["add_common_args", "brisc_train_val", "train_val_packs", "resolve_out", "run", "finalize",
+           "tune_segmenter", "DATASETS", "FIGSHARE_CLASSES"]

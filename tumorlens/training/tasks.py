@@ -105,7 +105,7 @@ class SegmentationTask:
         dices = np.array([dice(p, t) for p, t in zip(preds, truth)])
         tumor = truth.reshape(len(truth), -1).any(1)
         scale = (self.setup.input_size / 512) ** 2
-        healthy_fp = (preds[~tumor].reshape((~tumor).sum(), -1).sum(1) >= HEALTHY_MASK_MIN_PX * scale)
+        healthy_fp = preds.reshape(len(preds), -1).sum(1)[~tumor] >= HEALTHY_MASK_MIN_PX * scale
         return {
             "score": float(dices.mean()),  # healthy slices count: empty-on-empty is 1, any mask is 0
             "val_dice_tumor": float(dices[tumor].mean()) if tumor.any() else float("nan"),
