@@ -1,0 +1,1 @@
+"""`python -m tumorlens.bench`: every number TumorLens claims, regenerated beside the seed systems'."""
