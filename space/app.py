@@ -1,18 +1,20 @@
 """TumorLens Space: python space/app.py [--seg-model X] [--cls-model Y] [--runtime auto] [--port 7860]
 
-Models (a local folder or a Hub repo id): the flags, else $TUMORLENS_SEG_MODEL / $TUMORLENS_CLS_MODEL,
-else tumorlens_space.json beside this file (written by build_space.py), else the folders shipped under
-models/ (works offline). Examples: --examples-dataset or $TUMORLENS_EXAMPLES_DATASET (a Hub dataset id),
---data-root wins over both; else the dataset location (../shared/data beside the project)."""
+Models (a local folder or a Hub repo id; the segmenter also by name: brisc2025, lgg): the flags, else
+$TUMORLENS_SEG_MODEL / $TUMORLENS_CLS_MODEL, else tumorlens_space.json beside this file (written by
+build_space.py), else the folders shipped under models/ (works offline). The other segmenters there
+(the LGG one) join the page's model menu and load when first chosen. Examples: --examples-dataset or
+$TUMORLENS_EXAMPLES_DATASET (a Hub dataset id), --data-root wins over both; else the dataset location
+(../shared/data beside the project); LGG examples come from the dataset location only."""
 
 import argparse
 import logging
 import os
 from pathlib import Path
 
-from tumorlens.app import build_demo, example_paths, launch_options
+from tumorlens.app import build_demo, example_paths, launch_options, lgg_example_paths
 from tumorlens.errors import TumorLensError
-from tumorlens.inference import Pipeline
+from tumorlens.inference import DEFAULT_SEGMENTER, SEGMENTERS, Pipeline, resolve_model, segmenter_name
 from tumorlens.space_bundle import space_settings
 
 log = logging.getLogger("tumorlens.space")
@@ -22,7 +24,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = space_settings(Path(__file__).resolve().parent)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seg-model", default=settings["seg_model"], help="segmenter folder or Hub repo id")
+    p.add_argument("--seg-model", default=settings["seg_model"],
+                   help=f"the default segmenter: a name ({', '.join(SEGMENTERS)}), a folder or a Hub repo id")
     p.add_argument("--cls-model", default=settings["cls_model"], help="classifier folder or Hub repo id")
     p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default=os.environ.get("TUMORLENS_RUNTIME", "auto"))
     p.add_argument("--examples-dataset", default=settings["examples_dataset"], help="Hub dataset id for the examples")
@@ -30,14 +33,21 @@ def main(argv=None):
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = p.parse_args(argv)
-    pipeline = None
+    # the menu's default: --seg-model, under its registry name (brisc2025 unless it names another)
+    default = segmenter_name(args.seg_model) or DEFAULT_SEGMENTER
+    segmenters, pipeline = {**settings["segmenters"], default: args.seg_model}, None
     if args.seg_model or args.cls_model:
         try:
-            pipeline = Pipeline.from_pretrained(args.seg_model, args.cls_model, runtime=args.runtime)
+            seg = resolve_model(args.seg_model) if args.seg_model else None
+            pipeline = Pipeline.from_pretrained(seg, args.cls_model, runtime=args.runtime)
         except TumorLensError as exc:
             log.error("cannot load the models (%s); the app starts without them", exc)
-    examples = example_paths(args.data_root, None if args.data_root else args.examples_dataset)
-    build_demo(pipeline, examples).launch(server_name=args.host, server_port=args.port, **launch_options())
+    examples = [(path, "brisc2025") for path in example_paths(args.data_root, None if args.data_root
+                                                              else args.examples_dataset)]
+    if "lgg" in segmenters:
+        examples += [(path, "lgg") for path in lgg_example_paths()]
+    build_demo(pipeline, examples, segmenters=segmenters, default_segmenter=default, runtime=args.runtime).launch(
+        server_name=args.host, server_port=args.port, **launch_options())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from tumorlens import app as app_module
 from tumorlens.app import (QUEUE_SIZE, ScanCache, analyze_for_ui, analyze_scan, build_demo,
                            example_label, example_paths, launch_options, pick_example_files)
 from tumorlens.data import TUMOR_CLASSES
-from tumorlens.inference import Pipeline
+from tumorlens.inference import SEGMENTERS, Pipeline, available_segmenters
 from tumorlens.medical_io import MAX_UPLOAD_BYTES, read_scan
 from tumorlens.preprocess import decode_image, decode_mask
 from tumorlens.space_bundle import (DEFAULT_HUB_MODELS, SPACE_CONFIG_NAME, build_space, check_space_folder,
@@ -190,8 +190,11 @@ def test_queue_and_concurrency_limit(demo):
 def test_api_names_its_endpoints(served):
     api = served.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(api) >= {"/analyze", "/inspect"}
-    assert [p["parameter_name"] for p in api["/analyze"]["parameters"]] == [
-        "file", "threshold", "spacing", "slice_index", "whole_volume"]
+    # `model` came last, optional, so calls made before it still work
+    params = api["/analyze"]["parameters"]
+    assert [p["parameter_name"] for p in params] == [
+        "file", "threshold", "spacing", "slice_index", "whole_volume", "model"]
+    assert params[-1]["parameter_has_default"] and params[-1]["parameter_default"] == "brisc2025"
 
 
 def test_analyze_endpoint_returns_every_output(served):
@@ -202,6 +205,12 @@ def test_analyze_endpoint_returns_every_output(served):
     assert "px" in size and ("mm²" in size if "No tumor" not in verdict else True)
     h, w = decode_image(image).shape[:2]
     assert Image.open(overlay).size == Image.open(heat).size == Image.open(mask).size == (w, h)
+    # the model by name, as the last argument; a model the app does not offer is a clear error
+    *_, named_label, _, _ = served.predict(handle_file(str(image)), 0.5, 0.5, -1, False, "brisc2025",
+                                           api_name="/analyze")
+    assert named_label == label
+    with pytest.raises(Exception, match="(?i)not in the list of choices|unknown segmentation model"):
+        served.predict(handle_file(str(image)), 0.5, 0.5, -1, False, "no-such-model", api_name="/analyze")
 
 
 def test_plain_image_with_entered_spacing_gives_mm2(served, pipeline):
@@ -370,13 +379,16 @@ def test_build_space_references_models_and_holds_no_data(tmp_path):
     assert (out / "tumorlens" / "app.py").is_file() and (out / "tumorlens" / "medical_io.py").is_file()
     assert not list(out.rglob("__pycache__"))
     config = json.loads((out / SPACE_CONFIG_NAME).read_text())
+    # the LGG segmenter joins by its Hub repo id once it is shipped under models/
+    lgg_repos = [SEGMENTERS["lgg"].hub_repo] if "lgg" in available_segmenters() else []
     assert config == {"seg_model": DEFAULT_HUB_MODELS["segmenter"], "cls_model": DEFAULT_HUB_MODELS["classifier"],
-                      "examples_dataset": "someone/brisc2025"}
+                      "examples_dataset": "someone/brisc2025",
+                      **({"segmenters": {"lgg": lgg_repos[0]}} if lgg_repos else {})}
     from huggingface_hub import SpaceCard
 
     card = SpaceCard.load(out / "README.md").data
     assert card.sdk_version == "6.31.0" and card.datasets == ["someone/brisc2025"]
-    assert card.models == list(DEFAULT_HUB_MODELS.values())
+    assert card.models == list(DEFAULT_HUB_MODELS.values()) + lgg_repos
     suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
     assert suffixes <= {".py", ".md", ".txt", ".json"}, suffixes
     check_space_folder(out)

@@ -2,11 +2,16 @@
 confidence heatmap, tumor type, a verdict and the tumor's size.
 
 `build_demo(pipeline, examples)` takes a loaded Pipeline (or None: the app then says there is no
-model yet) and a list of example files (`example_paths()`). Two named endpoints:
+model yet) and a list of example files (`example_paths()`; `(file, model name)` pairs pick a
+model too, as `lgg_example_paths()` do). With more than one segmenter of the registry available
+(`available_segmenters()`, or `segmenters=`), the page offers a "Segmentation model" menu: the
+given pipeline serves the default one, the others load on first use. Two named endpoints:
 
-- `/analyze` (file, threshold, spacing, slice_index=-1, whole_volume=False) -> overlay, mask,
-  heatmap, class probabilities, verdict (Markdown), size (text). `slice_index` -1 = the middle
-  slice; `whole_volume` segments every slice of a volume and reports the tumor volume in cm³.
+- `/analyze` (file, threshold, spacing, slice_index=-1, whole_volume=False, model=None) -> overlay,
+  mask, heatmap, class probabilities, verdict (Markdown), size (text). `slice_index` -1 = the middle
+  slice; `whole_volume` segments every slice of a volume and reports the tumor volume in cm³;
+  `model` a registry name (brisc2025, lgg; None = the default). Tumor types come only with the
+  BRISC model: the classifier was trained on its T1c slices.
 - `/inspect` (file) -> what the file is (slices, spacing); in the page it also shows the slice
   slider and fills in the pixel spacing from a DICOM/NIfTI header.
 
@@ -24,17 +29,19 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import datasets
 import gradio as gr
 import numpy as np
 from huggingface_hub import HfApi, hf_hub_download
 
-from .data import TUMOR_CLASSES, brisc2025
+from .data import TUMOR_CLASSES, brisc2025, lgg
 from .errors import DataError, TumorLensError
-from .inference import DEFAULT_THRESHOLD, Analysis, Pipeline, Segmentation
+from .inference import (DEFAULT_SEGMENTER, DEFAULT_THRESHOLD, SEGMENTERS, Analysis, Pipeline, Segmentation,
+                        Segmenter, UnknownModelError, available_segmenters, resolve_model)
 from .medical_io import MAX_UPLOAD_BYTES, SCAN_SUFFIXES, Scan, read_scan
-from .preprocess import IMAGE_SUFFIXES
+from .preprocess import IMAGE_SUFFIXES, decode_mask
 from .visualize import heatmap, mask_image, overlay_outline
 
 log = logging.getLogger("tumorlens.app")
@@ -49,6 +56,9 @@ VOLUME_BATCH = 8           # slices per segmenter call in whole-volume mode
 SCAN_CACHE_SIZE = 4        # decoded uploads kept, so moving the slider does not re-read the file
 EXAMPLE_LABELS = {"glioma": "glioma", "meningioma": "meningioma", "no_tumor": "healthy (no tumor)",
                   "pituitary": "pituitary"}
+LGG_EXAMPLE_PATIENTS = 3   # LGG examples: the largest FLAIR abnormality of this many test patients
+TUMOR_TYPE_LABEL = "Tumor type"
+NO_TUMOR_TYPE_NOTE = "Tumor type: only for the BRISC model (T1c)"
 
 
 # -- examples ------------------------------------------------------------------------------
@@ -128,11 +138,36 @@ def _examples_from_packaged(repo_id: str, max_rows: int) -> list[str]:
     return [found[c] for c in TUMOR_CLASSES if c in found]
 
 
-def example_label(path: str) -> str:
+def lgg_example_paths(data_root=None, patients: int = LGG_EXAMPLE_PATIENTS) -> list[str]:
+    """LGG examples (3-channel slices, for the LGG model): the slice with the largest FLAIR
+    abnormality of each of the first `patients` test patients, from the dataset location
+    (`data_root`, else $TUMORLENS_LGG_ROOT, else ../shared/data/lgg). None come from the Hub."""
+    try:
+        test = lgg.load(data_root, check="none")["test"]
+        raw = test.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image(decode=False))
+        best: dict[str, tuple[int, str]] = {}
+        for pid, image, mask in zip(raw["patient_id"], raw["image"], raw["mask"]):
+            if pid not in best and len(best) == patients:
+                break  # rows come patient by patient
+            area = int(decode_mask(mask["path"]).sum())
+            if area > best.get(pid, (0, ""))[0]:
+                best[pid] = (area, image["path"])
+    except (TumorLensError, OSError) as exc:
+        log.warning("examples: LGG kaggle_3m not found (%s); the LGG model has no examples", exc)
+        return []
+    return [path for _, path in best.values()]
+
+
+def example_label(path: str, model: str | None = None) -> str:
+    """A BRISC class folder names its class; another model's example says which model and slice."""
     p = Path(path)
     for name in (p.parent.name, p.stem):
         if name in EXAMPLE_LABELS:
             return EXAMPLE_LABELS[name]
+    if model in SEGMENTERS:
+        case, _, number = p.stem.rpartition("_")  # kaggle_3m: <case>_<slice>
+        where = f"{case}, slice {number}" if case and number.isdigit() else p.stem
+        return f"{SEGMENTERS[model].short}: {where}"
     return p.name
 
 
@@ -387,6 +422,97 @@ def model_threshold(pipeline: Pipeline | None) -> float:
     return pipeline.segmenter.threshold if pipeline and pipeline.segmenter else DEFAULT_THRESHOLD
 
 
+class SegmenterBank:
+    """The segmentation models the page offers, by registry name. The default one's pipeline comes
+    ready; the others load on first use and stay, so start-up stays fast. Each loads once under its
+    own lock (the queue runs requests on several threads). The classifier serves only the models
+    whose inputs it was trained for (SEGMENTERS[name].tumor_types)."""
+
+    def __init__(self, pipeline: Pipeline | None, locations: dict[str, str] | None = None, *,
+                 default: str = DEFAULT_SEGMENTER,
+                 load_segmenter: Callable[[str], Segmenter] = Segmenter.from_pretrained):
+        locations = dict(locations or {})
+        unknown = sorted((set(locations) | {default}) - set(SEGMENTERS))
+        if unknown:
+            raise UnknownModelError(f"unknown segmenter {unknown[0]!r}: the registry has {', '.join(SEGMENTERS)}")
+        self.default, self.locations, self._load = default, locations, load_segmenter
+        # without a ready pipeline the app has no model at all: offer nothing else either
+        self.names = [n for n in SEGMENTERS if n == default or (pipeline is not None and n in locations)]
+        self.classifier = pipeline.classifier if pipeline is not None else None
+        self._pipelines: dict[str, Pipeline | None] = {default: self._fit(default, pipeline)}
+        self._locks = {name: threading.Lock() for name in self.names}
+
+    def _fit(self, name: str, pipeline: Pipeline | None) -> Pipeline | None:
+        """`pipeline` without the classifier where the model's inputs are not what it was trained on."""
+        if pipeline is None or pipeline.classifier is None or pipeline.segmenter is None or self.tumor_types(name):
+            return pipeline
+        return Pipeline(pipeline.segmenter, None)
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, name) pairs for the model menu."""
+        return [(SEGMENTERS[name].label, name) for name in self.names]
+
+    def tumor_types(self, name: str | None) -> bool:
+        return SEGMENTERS[name or self.default].tumor_types
+
+    def get(self, name: str | None = None) -> Pipeline | None:
+        """The pipeline for `name` (None: the default), loading it on first use."""
+        name = name or self.default
+        if name not in self._locks:
+            raise UnknownModelError(f"unknown segmentation model {name!r}: choose one of {', '.join(self.names)}")
+        ready = self._pipelines.get(name)
+        if ready is not None or name == self.default:
+            return ready
+        with self._locks[name]:
+            if name not in self._pipelines:
+                log.info("loading the %s segmenter from %s", name, self.locations[name])
+                self._pipelines[name] = self._fit(name, Pipeline(self._load(self.locations[name]), self.classifier))
+            return self._pipelines[name]
+
+
+def pipeline_for_ui(bank: SegmenterBank, name: str | None) -> Pipeline | None:
+    try:
+        return bank.get(name)
+    except UnknownModelError as exc:
+        raise _error(f"{exc}.") from exc
+    except Exception as exc:  # noqa: BLE001 - a missing or broken model must not stop the app
+        log.error("cannot load the %s segmenter: %s: %s", name, exc.__class__.__name__, exc)
+        raise _error(f"Cannot load the {SEGMENTERS[name].short} model ({exc.__class__.__name__}: {exc}); "
+                     "the other models still work.") from exc
+
+
+def analyze_with_model(bank: SegmenterBank, model: str | None, image_path, threshold: float | None,
+                       spacing: float | None, slice_index: int | None = -1, whole_volume: bool = False,
+                       progress=None, cache: ScanCache = _SCANS):
+    """/analyze with the segmentation model named `model` (None: the default): the outputs of
+    `analyze_for_ui`; for a model the classifier does not fit, no tumor type and a note why."""
+    pipeline = pipeline_for_ui(bank, model)
+    outputs = analyze_for_ui(pipeline, image_path, threshold, spacing, slice_index, whole_volume,
+                             progress=progress, cache=cache)
+    if bank.tumor_types(model):
+        return outputs
+    overlay, mask, heat, _, verdict, size = outputs
+    return overlay, mask, heat, None, f"{verdict}\n\n*{NO_TUMOR_TYPE_NOTE}.*", size
+
+
+def switch_model_for_ui(bank: SegmenterBank, model: str | None, file, spacing: float | None,
+                        slice_index: int | None = -1, whole_volume: bool = False, progress=None,
+                        cache: ScanCache = _SCANS):
+    """On a new choice in the model menu: load the model (once), move the threshold slider to its
+    own tuned threshold, retitle the tumor-type box, and analyze the loaded file again, if any.
+    Returns updates for (threshold, overlay, mask, heatmap, tumor type, verdict, size)."""
+    pipeline = pipeline_for_ui(bank, model)
+    threshold = model_threshold(pipeline)
+    title = TUMOR_TYPE_LABEL if bank.tumor_types(model) else NO_TUMOR_TYPE_NOTE
+    if file is None:
+        return gr.update(value=threshold), gr.skip(), gr.skip(), gr.skip(), gr.update(value=None, label=title), \
+            gr.skip(), gr.skip()
+    overlay, mask, heat, label, verdict, size = analyze_with_model(
+        bank, model, file, threshold, spacing, slice_index, whole_volume, progress=progress, cache=cache)
+    return gr.update(value=threshold), overlay, mask, heat, gr.update(value=label, label=title), verdict, size
+
+
 def concurrency_limit() -> int:
     return max(1, int(os.environ.get(CONCURRENCY_ENV, DEFAULT_CONCURRENCY)))
 
@@ -396,19 +522,48 @@ def launch_options() -> dict:
     return {"max_file_size": MAX_UPLOAD_BYTES}
 
 
-def build_demo(pipeline: Pipeline | None, examples: list[str] | None = None, *,
+def _example_rows(examples, bank: SegmenterBank) -> list[tuple[str, str]]:
+    """(file, model name) rows: a plain path is the default model's; another model's examples are
+    left out (with a log line) when the page does not offer that model."""
+    rows = []
+    for item in examples or []:
+        path, model = (item, bank.default) if isinstance(item, (str, Path)) else item
+        if model in bank.names:
+            rows.append((str(path), model))
+        else:
+            log.warning("examples: %s is for the %s model, which this app does not offer; left out", path, model)
+    return rows
+
+
+def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
+               segmenters: dict[str, str] | None = None, default_segmenter: str = DEFAULT_SEGMENTER,
+               runtime: str = "auto", load_segmenter: Callable[[str], Segmenter] | None = None,
                concurrency: int | None = None, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
+    """`pipeline` serves `default_segmenter`; `segmenters` (registry name -> folder or Hub repo id;
+    default: the shipped ones, `available_segmenters()`) adds the others to the model menu, loaded
+    on first use with `load_segmenter` (default: `Segmenter.from_pretrained(..., runtime=runtime)`).
+    `examples`: paths (for the default model) or (path, model name) pairs."""
     limit = concurrency or concurrency_limit()
     cache = ScanCache()
+    if load_segmenter is None:
+        def load_segmenter(location):  # a folder, a Hub repo id or a registry name
+            return Segmenter.from_pretrained(resolve_model(location), runtime=runtime)
+    bank = SegmenterBank(pipeline, available_segmenters() if segmenters is None else segmenters,
+                         default=default_segmenter, load_segmenter=load_segmenter)
+    example_rows = _example_rows(examples, bank)
 
     def inspect(file, autofilled):
         return inspect_for_ui(file, autofilled, cache=cache)
 
     # defaults make the API's optional parameters (the page always sends every value)
-    def analyze(file, threshold=None, spacing=None, slice_index=-1, whole_volume=False,
+    def analyze(file, threshold=None, spacing=None, slice_index=-1, whole_volume=False, model=None,
                 progress=gr.Progress()):
-        return analyze_for_ui(pipeline, file, threshold, spacing, slice_index, whole_volume, progress=progress,
-                              cache=cache)
+        return analyze_with_model(bank, model, file, threshold, spacing, slice_index, whole_volume,
+                                  progress=progress, cache=cache)
+
+    def switch_model(model, file, spacing, slice_index, whole_volume, progress=gr.Progress()):
+        return switch_model_for_ui(bank, model, file, spacing, slice_index, whole_volume, progress=progress,
+                                   cache=cache)
 
     # uploads and output images are removed from Gradio's cache after an hour
     with gr.Blocks(title="TumorLens", delete_cache=(1800, 3600)) as demo:
@@ -420,6 +575,11 @@ def build_demo(pipeline: Pipeline | None, examples: list[str] | None = None, *,
                         "TUMORLENS_SEG_MODEL / TUMORLENS_CLS_MODEL at a model folder or Hub repo.")
         with gr.Row():
             with gr.Column():
+                # hidden with one model; always there, so /analyze keeps one signature
+                model = gr.Dropdown(bank.choices, value=bank.default, label="Segmentation model",
+                                    visible=len(bank.names) > 1, elem_id="model",
+                                    info="Tumor type comes only with the BRISC 2025 model, trained on T1c slices "
+                                         "like its classifier.")
                 # gr.File, not gr.Image: the upload reaches our reader, which explains bad files
                 file = gr.File(label="MRI: image (PNG, JPEG, TIFF, BMP), DICOM (.dcm) or NIfTI (.nii, .nii.gz)",
                                type="filepath", file_types=list(SCAN_SUFFIXES) + [".gz"], elem_id="scan")
@@ -430,19 +590,22 @@ def build_demo(pipeline: Pipeline | None, examples: list[str] | None = None, *,
                                         elem_id="slice-index")
                 whole_volume = gr.Checkbox(False, visible=False, elem_id="whole-volume",
                                            label="Whole volume: segment every slice and report the tumor volume (cm³)")
-                threshold = gr.Slider(0.05, 0.95, value=model_threshold(pipeline), step=0.05, label="Mask threshold",
-                                      elem_id="threshold")
+                threshold = gr.Slider(0.05, 0.95, value=model_threshold(bank.get()), step=0.05,
+                                      label="Mask threshold", elem_id="threshold")
                 spacing = gr.Number(value=None, elem_id="spacing",
                                     label="Pixel spacing (mm per pixel; empty or 0 = pixels and % only; "
                                           "DICOM and NIfTI fill it from their header)")
                 run = gr.Button("Analyze", variant="primary", elem_id="analyze")
-                if examples:
-                    gr.Examples(examples=[[p] for p in examples], inputs=[file], cache_examples=False,
-                                example_labels=[example_label(p) for p in examples],
-                                label="Examples (BRISC 2025 test set)")
+                if example_rows:
+                    sources = dict.fromkeys(SEGMENTERS[m].short for _, m in example_rows)
+                    gr.Examples(examples=[list(row) for row in example_rows], inputs=[file, model],
+                                visible_columns=[0], cache_examples=False,
+                                example_labels=[example_label(p, m) for p, m in example_rows],
+                                label=f"Examples ({' and '.join(sources)} test set{'s' if len(sources) > 1 else ''})")
             with gr.Column():
                 verdict = gr.Markdown(elem_id="verdict")
-                label = gr.Label(label="Tumor type", num_top_classes=4, elem_id="label")
+                label = gr.Label(label=TUMOR_TYPE_LABEL if bank.tumor_types(None) else NO_TUMOR_TYPE_NOTE,
+                                 num_top_classes=4, elem_id="label")
                 size = gr.Textbox(label="Tumor size", lines=4, interactive=False, elem_id="size")
         with gr.Row():
             overlay = gr.Image(label="Tumor outline", type="numpy", format="png", interactive=False, elem_id="overlay")
@@ -455,8 +618,12 @@ def build_demo(pipeline: Pipeline | None, examples: list[str] | None = None, *,
         file.change(inspect, inputs=[file, autofilled],
                     outputs=[slice_slider, slice_index, spacing, info, autofilled, whole_volume],
                     api_name="inspect", concurrency_limit=4, concurrency_id="inspect", show_progress="hidden")
-        run.click(analyze, inputs=[file, threshold, spacing, slice_index, whole_volume],
+        run.click(analyze, inputs=[file, threshold, spacing, slice_index, whole_volume, model],
                   outputs=[overlay, mask, heat, label, verdict, size], api_name="analyze",
                   concurrency_limit=limit, concurrency_id="model")
+        # the page's own (the menu or an example changed it): API clients pass `model` to /analyze
+        model.change(switch_model, inputs=[model, file, spacing, slice_index, whole_volume],
+                     outputs=[threshold, overlay, mask, heat, label, verdict, size], api_visibility="private",
+                     concurrency_limit=limit, concurrency_id="model")
     demo.queue(max_size=queue_size, default_concurrency_limit=limit)
     return demo

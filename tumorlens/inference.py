@@ -258,6 +258,91 @@ def default_model(kind: str) -> str | None:
     return str(path) if (path / "config.json").is_file() else None
 
 
+from .errors import TumorLensError  # noqa: E402 - kept with the registry it serves
+
+HUB_OWNER = "tumorlens"  # where the shipped folders are published, under their own names
+
+
+@dataclass(frozen=True)
+class SegmenterEntry:
+    """A segmenter TumorLens ships, known by a short name in the app and the predict CLI."""
+
+    folder: str         # under models/, and the model's name on the Hub
+    label: str          # what the app's model menu shows
+    short: str          # how example labels and notes name it
+    tumor_types: bool   # True where the BRISC tumor-type classifier means something on its inputs
+
+    @property
+    def hub_repo(self) -> str:
+        return f"{HUB_OWNER}/{self.folder}"
+
+
+SEGMENTERS = {
+    "brisc2025": SegmenterEntry("tumorlens-unet-mobilenetv2-brisc2025",
+                                "BRISC 2025 - T1 contrast-enhanced, 1 channel", "BRISC 2025", True),
+    # kaggle_3m slices carry three sequences as RGB; its masks mark FLAIR abnormality, and it has
+    # no tumor types, so the BRISC classifier (trained on T1c slices) does not apply
+    "lgg": SegmenterEntry("tumorlens-unet-mobilenetv2-lgg",
+                          "LGG - FLAIR abnormality, 3-channel pre-contrast/FLAIR/post-contrast", "LGG", False),
+}
+DEFAULT_SEGMENTER = "brisc2025"
+
+
+class UnknownModelError(TumorLensError, ValueError):
+    """A model named by a name that is neither shipped, a folder nor a Hub repo id."""
+
+
+def shipped_folder(name: str) -> Path:
+    return MODELS_DIR / SEGMENTERS[name].folder
+
+
+def available_segmenters() -> dict[str, str]:
+    """Name -> folder of each registry segmenter shipped under models/ here, the default first."""
+    return {name: str(shipped_folder(name)) for name in SEGMENTERS
+            if (shipped_folder(name) / "config.json").is_file()}
+
+
+def segmenter_name(location: str | Path | None) -> str | None:
+    """The registry name of `location` when it is a registry name or a shipped folder, else None."""
+    if location is None:
+        return None
+    if str(location) in SEGMENTERS:
+        return str(location)
+    path = Path(location).expanduser()
+    if path.is_dir():
+        for name in SEGMENTERS:
+            if shipped_folder(name).is_dir() and path.resolve() == shipped_folder(name).resolve():
+                return name
+    return None
+
+
+def resolve_model(value: str | Path, kind: str = "segmenter") -> str:
+    """A registry name (segmenters only: brisc2025, lgg), a model folder, or a Hub repo id
+    (owner/name) -> what `from_pretrained` loads. Names win over folders of the same name."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    text = str(value).strip()
+    names = ", ".join(SEGMENTERS)
+    if kind == "segmenter" and text in SEGMENTERS:
+        folder = shipped_folder(text)
+        if not (folder / "config.json").is_file():
+            shipped = ", ".join(available_segmenters()) or "none"
+            raise UnknownModelError(f"segmenter {text!r} is not shipped here: {folder} has no config.json "
+                                    f"(shipped: {shipped}; or pass a model folder or a Hub repo id)")
+        return str(folder)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path)
+    what = f"unknown {kind} {text!r}: pass " + (f"one of {names}, " if kind == "segmenter" else "")
+    if text.startswith((".", "/", "~")) or "/" not in text:  # a path that is not there, or a bare word
+        raise UnknownModelError(what + "a model folder or a Hub repo id (owner/name)")
+    try:
+        validate_repo_id(text)
+    except HFValidationError as exc:
+        raise UnknownModelError(what + f"a model folder or a Hub repo id (owner/name); {exc}") from exc
+    return text
+
+
 def tune_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                      thresholds: Sequence[float] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
                      fractions: Sequence[float] = (0.0, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3)) -> dict:

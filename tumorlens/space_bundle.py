@@ -3,8 +3,9 @@
 `build_space(out)` writes out/: app.py (space/app.py), README.md (space/README.md with its YAML
 header's `models:` / `datasets:` set to what this Space uses), requirements.txt
 (space/requirements.txt), the tumorlens/ package, and tumorlens_space.json naming the models
-(Hub repo ids) and the examples dataset. Weights are referenced, not copied, unless
-`include_weights=True` (then the model folders go to out/models/). No dataset file is ever
+(Hub repo ids) and the examples dataset; the other registry segmenters shipped here (the LGG
+one) go in under `segmenters`, for the app's model menu. Weights are referenced, not copied,
+unless `include_weights=True` (then the model folders go to out/models/). No dataset file is ever
 copied: the finished folder is checked and refused if it holds any image, scan or data file.
 
 Upload it with `hf upload USER/SPACE OUT . --repo-type=space`."""
@@ -17,7 +18,8 @@ import shutil
 from pathlib import Path
 
 from .errors import DataError
-from .inference import DEFAULT_MODELS, default_model
+from .inference import (DEFAULT_MODELS, DEFAULT_SEGMENTER, SEGMENTERS, available_segmenters, default_model,
+                        segmenter_name, shipped_folder)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -47,16 +49,24 @@ def space_settings(app_dir: str | Path) -> dict:
     """seg_model, cls_model, examples_dataset for the app in `app_dir`: the environment
     ($TUMORLENS_SEG_MODEL, $TUMORLENS_CLS_MODEL, $TUMORLENS_EXAMPLES_DATASET) first, then the
     bundle's tumorlens_space.json (relative folders resolved against app_dir), then the folders
-    shipped under models/."""
+    shipped under models/. And `segmenters`: registry name -> folder, repo id or name of every
+    segmenter for the model menu: seg_model under its registry name (brisc2025 unless it names
+    another), and the others of the bundle, else those shipped under models/."""
     app_dir = Path(app_dir).resolve()
     cfg = read_space_config(app_dir)
+
+    def local(value):
+        return str(app_dir / value) if value and (app_dir / value).is_dir() else value
+
     out = {}
     for kind, key in CONFIG_KEYS.items():
-        value = os.environ.get(DEFAULT_MODELS[kind][0]) or cfg.get(key)
-        if value and (app_dir / value).is_dir():
-            value = str(app_dir / value)
-        out[key] = value or default_model(kind)
+        out[key] = local(os.environ.get(DEFAULT_MODELS[kind][0]) or cfg.get(key)) or default_model(kind)
     out["examples_dataset"] = os.environ.get(EXAMPLES_DATASET_ENV) or cfg.get("examples_dataset")
+    extra = cfg["segmenters"] if "segmenters" in cfg else (available_segmenters() if not cfg else {})
+    default = segmenter_name(out["seg_model"]) or DEFAULT_SEGMENTER
+    out["segmenters"] = {name: local(ref) for name, ref in extra.items() if name in SEGMENTERS and name != default}
+    if out["seg_model"]:
+        out["segmenters"][default] = out["seg_model"]
     return out
 
 
@@ -77,11 +87,14 @@ def _check_repo_id(value: str, what: str) -> str:
     return value
 
 
-def _model_ref(kind: str, value: str | None, out: Path, include_weights: bool) -> tuple[str, str | None]:
-    """(reference written to the config, Hub repo id for the README or None)."""
+def _model_ref(kind: str, value: str | None, out: Path, include_weights: bool, *,
+               shipped: str | None = None, published: str | None = None) -> tuple[str, str | None]:
+    """(reference written to the config, Hub repo id for the README or None). Without `value`: the
+    `shipped` folder with include_weights, else the `published` repo id (default: kind's defaults)."""
     what = f"{kind} model"
+    shipped = shipped or default_model(kind)
     if include_weights:
-        folder = Path(value).expanduser() if value else (Path(default_model(kind)) if default_model(kind) else None)
+        folder = Path(value).expanduser() if value else (Path(shipped) if shipped else None)
         if folder is None or not (folder / "config.json").is_file():
             raise DataError(folder, f"{what}: include_weights needs a local model folder with config.json")
         dest = out / "models" / folder.name
@@ -90,17 +103,31 @@ def _model_ref(kind: str, value: str | None, out: Path, include_weights: bool) -
             if f.is_file():
                 shutil.copy2(f, dest / f.name)
         return f"models/{folder.name}", None
-    value = value or DEFAULT_HUB_MODELS[kind]
+    value = value or published or DEFAULT_HUB_MODELS[kind]
     if Path(value).expanduser().is_dir():
         raise ValueError(f"{what} {value!r} is a local folder: a Space loads models by Hub repo id "
                          "(push it first), or pass include_weights=True to copy the weights into the Space")
     return _check_repo_id(value, what), value
 
 
+def extra_segmenters_shipped() -> dict[str, None]:
+    """The registry segmenters besides the default that are shipped under models/ here (None: use
+    each one's own reference, its Hub repo id or, with include_weights, its folder)."""
+    return {name: None for name in available_segmenters() if name != DEFAULT_SEGMENTER}
+
+
 def build_space(out: str | Path, *, seg_model: str | None = None, cls_model: str | None = None,
+                segmenters: dict[str, str | None] | None = None,
                 examples_dataset: str | None = None, include_weights: bool = False, overwrite: bool = False,
                 space_dir: str | Path = SPACE_DIR, package_dir: str | Path = PACKAGE_DIR) -> Path:
-    """Write a Space folder to `out` (see the module doc); returns `out`."""
+    """Write a Space folder to `out` (see the module doc); returns `out`. `segmenters`: registry
+    name -> Hub repo id (a folder with include_weights; None: the registry's own) of the other
+    segmenters for the model menu; default: those shipped under models/ (`extra_segmenters_shipped`)."""
+    segmenters = extra_segmenters_shipped() if segmenters is None else dict(segmenters)
+    unknown = sorted(set(segmenters) - set(SEGMENTERS)) + ([DEFAULT_SEGMENTER] if DEFAULT_SEGMENTER in segmenters else [])
+    if unknown:
+        raise ValueError(f"segmenters: {unknown[0]!r} is not one of the other registry segmenters "
+                         f"({', '.join(n for n in SEGMENTERS if n != DEFAULT_SEGMENTER)})")
     from huggingface_hub import SpaceCard
 
     out, space_dir, package_dir = Path(out).resolve(), Path(space_dir), Path(package_dir)
@@ -119,15 +146,21 @@ def build_space(out: str | Path, *, seg_model: str | None = None, cls_model: str
     try:
         seg_ref, seg_repo = _model_ref("segmenter", seg_model, out, include_weights)
         cls_ref, cls_repo = _model_ref("classifier", cls_model, out, include_weights)
+        extra_refs = {}
+        for name, value in segmenters.items():
+            extra_refs[name] = _model_ref(f"{name} segmenter", value, out, include_weights,
+                                          shipped=str(shipped_folder(name)), published=SEGMENTERS[name].hub_repo)
         shutil.copy2(space_dir / "app.py", out / "app.py")
         shutil.copy2(space_dir / "requirements.txt", out / "requirements.txt")
         shutil.copytree(package_dir, out / "tumorlens",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*"))
         card = SpaceCard.load(space_dir / "README.md")
-        card.data.models = [r for r in (seg_repo, cls_repo) if r] or None
+        card.data.models = [r for r in (seg_repo, cls_repo, *(repo for _, repo in extra_refs.values())) if r] or None
         card.data.datasets = [examples_dataset] if examples_dataset else None
         card.save(out / "README.md")
         config = {"seg_model": seg_ref, "cls_model": cls_ref, "examples_dataset": examples_dataset}
+        if extra_refs:
+            config["segmenters"] = {name: ref for name, (ref, _) in extra_refs.items()}
         (out / SPACE_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         check_space_folder(out, allow_weights=include_weights)
     except BaseException:

@@ -33,12 +33,14 @@ def main(argv=None) -> int:
     p.add_argument("--cases-dir", type=Path, default=Path("runs/bench/cases"),
                    help="best/worst overlay grids (dataset images: never commit them)")
     p.add_argument("--no-cases", action="store_true")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other sections of an existing results.json (e.g. re-time speed on a quiet machine)")
     args = p.parse_args(argv)
     try:
         results = run_bench(args.out, data_root=args.data_root, limit=args.subset, speed_runs=args.speed_runs,
                             sections=args.sections, figshare_results=args.figshare_results,
-                            cases_dir=None if args.no_cases else args.cases_dir, argv=argv)
-    except DataError as exc:
+                            cases_dir=None if args.no_cases else args.cases_dir, argv=argv, merge=args.merge)
+    except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print((args.out / "results.md").read_text())

@@ -132,18 +132,24 @@ def targets_section(results: dict) -> dict:
 
 def run_bench(out: Path, *, data_root=None, limit: int | None = None, speed_runs: int = 50,
               sections=("audit", "brisc", "figshare", "lgg", "speed"), figshare_results: Path = figshare_cv.RESULTS_DIR,
-              cases_dir: Path | None = None, argv: list[str] | None = None) -> dict:
+              cases_dir: Path | None = None, argv: list[str] | None = None, merge: bool = False) -> dict:
+    """merge: keep the other sections of an existing out/results.json (re-run one section, e.g. speed
+    on a quiet machine, without re-scoring the rest); each section records its own command and time."""
     from .report import plot_all, write_markdown
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    results = {
-        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m tumorlens.bench" + (" " + shlex.join(argv) if argv else ""),
-        "complete": limit is None,
-        "hardware": hardware_summary(),
-        "seeds": SEEDS,
-    }
+    previous = out / "results.json"
+    results = json.loads(previous.read_text()) if merge and previous.is_file() else {}
+    if merge and results.get("complete") != (limit is None):
+        raise ValueError("cannot merge a subset run with a complete one")
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    command = "python -m tumorlens.bench" + (" " + shlex.join(argv) if argv else "")
+    results.update({"generated": now, "complete": limit is None, "hardware": hardware_summary(), "seeds": SEEDS})
+    made = results.setdefault("sections_made", {})
+    for name in sections:
+        made[name] = {"when": now, "command": command}
+    results["command"] = command if not merge else "; ".join(dict.fromkeys(m["command"] for m in made.values()))
     if "audit" in sections:
         results["audit"] = audit_section(data_root, out, limit)
     if "brisc" in sections:
