@@ -108,7 +108,7 @@ def case_grid(items: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]], path:
     from ..visualize import outline
     plt = _plt()
     rows = max(1, int(np.ceil(len(items) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.5 * rows), dpi=90, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (rgb, truth, pred, caption) in zip(axes.ravel(), items):
@@ -184,10 +184,13 @@ def write_markdown(results: dict, path: Path) -> Path:
     seeds = results["seeds"]
     L += ["## Targets", "", "| target | ours | wanted | |", "|---|---|---|---|"]
     for name, t in results["targets"].items():
-        v = t["value"]
-        shown = "n/a" if v is None else (f"{v:.2f}x" if name.startswith("speed") else
-                                         _f(v, pct=("accuracy" in name or "rate" in name)))
-        L.append(f"| {name} | {shown} | {t['target']} | {_met(t)} |")
+        op, wanted = t["target"].split()
+        if name.startswith("speed"):
+            show = lambda x: f"{x:.2f}x faster"  # noqa: E731
+        else:
+            show = lambda x: _f(x, pct=("accuracy" in name or "rate" in name))  # noqa: E731
+        shown = "n/a" if t["value"] is None else show(t["value"])
+        L.append(f"| {name} | {shown} | {op} {show(float(wanted))} | {_met(t)} |")
     b = results.get("brisc") or {}
     if b:
         L += ["", "## BRISC 2025 (official test split)", ""]
@@ -233,13 +236,14 @@ def write_markdown(results: dict, path: Path) -> Path:
     g = results.get("lgg") or {}
     if g and not g.get("missing"):
         L += ["", "## LGG kaggle_3m (patient-wise test split)", "",
-              "| | per patient mean Dice | per tumor slice mean Dice | median | healthy slices masked |",
-              "|---|---|---|---|---|",
+              "| | per patient mean Dice | per tumor slice mean Dice | median per slice | healthy slices masked | Dice as published |",
+              "|---|---|---|---|---|---|",
               f"| **TumorLens** {g['model']} (n={g['n_patients']} patients, {g['n_tumor_slices']} tumor slices) | "
               f"{_f(g['dice_per_patient_mean'])} | {_f(g['dice_mean'])} | {_f(g['dice_median'])} | "
-              f"{g['healthy']['masked']}/{g['healthy']['n']} |"]
+              f"{g['healthy']['masked']}/{g['healthy']['n']} | |"]
         for sd in seeds["lgg_segmentation"]:
-            L.append(f"| {sd['system']} | {_f(sd.get('dice_per_patient'))} | {_f(sd.get('dice'))} | | |")
+            published = sd.get("dice_per_patient", sd.get("dice"))
+            L.append(f"| {sd['system']} | {_f(sd.get('dice_per_patient'))} | | | | {_f(published)} ({sd['source']}) |")
     elif g.get("missing"):
         L += ["", "## LGG", "", g["missing"]]
     sp = results.get("speed")
