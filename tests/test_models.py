@@ -221,3 +221,65 @@ def test_push_to_hub_uploads_the_folder_as_is(tiny, monkeypatch):
     hub.push_folder(tiny["classifier"][1], "someone/tumorlens-cls", private=True)
     assert calls[0] == ("create_repo", "someone/tumorlens-cls", True)
     assert calls[1][0] == "upload_folder" and {"config.json", "model.safetensors", "README.md"} <= set(calls[1][2])
+
+
+def test_mask_guided_classifier_trains_saves_and_classifies_tumor_regions(tiny, tmp_path):
+    import train_classifier
+    from transformers import AutoModelForImageClassification
+    from tumorlens.inference import Pipeline
+    seg_folder = tiny["segmenter"][1]
+    out = tmp_path / "roi"
+    train_classifier.main(["--run-dir", str(tmp_path / "run"), "--out", str(out), "--limit", "12", "--max-steps", "1",
+                           "--batch-size", "4", "--skip-eval", "--threads", "2", "--tumor-roi",
+                           "--roi-segmenter", str(seg_folder)])
+    config = json.loads((out / "config.json").read_text())
+    assert config["tumor_roi"] == {"margin": 0.25, "min_side": 0.3, "segmenter": str(seg_folder)}
+    card = (out / "README.md").read_text()
+    assert "Mask-guided" in card and "Variants measured" not in card
+    assert json.loads((out / "training_info.json").read_text())["setup"]["crop_to_tumor"] is True
+    # the extra config key keeps the folder loadable by timm and transformers alike
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        via_timm = timm.create_model(f"local-dir:{out}", pretrained=True).eval()(x)
+        via_hf = AutoModelForImageClassification.from_pretrained(str(out)).eval()(pixel_values=x).logits
+    assert torch.equal(via_timm, via_hf)
+
+    clf = Classifier.from_pretrained(out, runtime="torch", precision="fp32")
+    assert clf.needs_masks
+    rgb = decode_image(TEST_IMAGES[0])
+    with pytest.raises(ValueError, match="tumor region"):
+        clf.probabilities([rgb])
+    with pytest.raises(ValueError, match="load a segmenter"):
+        Pipeline(None, clf)
+    mask = np.zeros(rgb.shape[:2], bool)
+    mask[100:140, 200:260] = True
+    from tumorlens.preprocess import crop_to_tumor
+    region = crop_to_tumor(rgb, mask)
+    whole = Classifier(models.load_classifier(out)[0], PreprocessConfig(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3),
+                       TUMOR_CLASSES, runtime="torch", precision="fp32")
+    assert np.allclose(clf.logits([rgb], [mask]), whole.logits([region]), atol=1e-5)  # it classifies the region
+    assert np.allclose(clf.logits([rgb], [np.zeros_like(mask)]), whole.logits([rgb]), atol=1e-5)  # no tumor: all of it
+    seg = Segmenter.from_pretrained(seg_folder, runtime="torch", precision="fp32")
+    result = Pipeline(seg, clf).analyze(rgb)
+    expected = clf.probabilities([rgb], [result.segmentation.mask])[0]
+    assert np.allclose([result.class_probabilities[c] for c in TUMOR_CLASSES], expected, atol=1e-6)
+
+
+def test_variants_are_recorded_beside_the_shipped_model_and_listed_in_its_card(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUMORLENS_CACHE", str(tmp_path / "cache"))
+    from tumorlens.evaluate import main as evaluate_main, record_variant
+    from tumorlens.hub import write_card
+    shipped = tmp_path / "shipped"
+    shutil.copytree(tiny["classifier"][1], shipped)
+    assert evaluate_main(["classifier", str(shipped), "--limit", "8", "--no-card"]) == 0
+    # a smoke-sized score is no variant record
+    assert evaluate_main(["classifier", str(shipped), "--limit", "8", "--variant-of", str(shipped)]) == 2
+    assert not (shipped / "variants.json").exists()
+    record_variant(shipped, {"name": "mask-guided", "input": "tumor region", "accuracy": 0.5, "macro_f1": None,
+                             "dedup_accuracy": None, "val_metrics": None, "command": None})
+    record_variant(shipped, {"name": "mask-guided", "input": "tumor region", "accuracy": 0.75, "macro_f1": 0.7,
+                             "dedup_accuracy": 0.74, "val_metrics": {"val_accuracy": 0.8}, "command": "python -m x"})
+    assert len(json.loads((shipped / "variants.json").read_text())) == 1  # replaced by name
+    card = write_card(shipped, "classifier").read_text()
+    assert "Variants measured" in card
+    assert "| mask-guided | tumor region | 80.00% | 75.00% | 0.7000 | 74.00% |" in card

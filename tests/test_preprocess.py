@@ -17,7 +17,7 @@ from tumorlens.errors import DataError
 from tumorlens.packs import build_pack, load_pack, save_pack
 from tumorlens.preprocess import (
     Letterbox, PreprocessConfig, Preprocessor, binarize_mask, decode_image, decode_mask, letterbox_geometry,
-    letterbox_image, letterbox_mask, restore_map,
+    letterbox_image, letterbox_mask, restore_map, crop_to_tumor, tumor_box,
 )
 
 RNG = np.random.default_rng(0)
@@ -362,3 +362,61 @@ def test_build_pack_matches_prepare_per_image(make_brisc_tree):
     # and the pack feeds the network exactly what inference on the file would
     for i, row in enumerate(raw):
         assert torch.equal(pre.normalize(torch.from_numpy(pack["images"][i])[None]), pre(row["image"]["path"])[0])
+
+
+# -- mask-guided classification: the tumor region -------------------------------------------
+def test_tumor_box_is_a_grown_square_around_the_mask():
+    mask = np.zeros((200, 100), np.uint8)
+    mask[90:110, 40:50] = 1  # 20 x 10 px
+    top, left, bottom, right = tumor_box(mask, margin=0.25, min_side=0.0)
+    assert (bottom - top, right - left) == (30, 30)  # longer side 20, grown by a quarter each way
+    assert (top + bottom) / 2 == 100 and (left + right) / 2 == 45  # centred on the mask
+
+
+def test_tumor_box_keeps_a_minimum_side_and_stays_inside_the_image():
+    mask = np.zeros((100, 100), np.uint8)
+    mask[0:2, 97:100] = 1  # a speck in the corner
+    top, left, bottom, right = tumor_box(mask, margin=0.25, min_side=0.4)
+    assert (top, left, bottom, right) == (0, 60, 40, 100)  # 40 px square, shifted back inside
+
+
+def test_tumor_region_of_a_small_image_is_still_a_valid_input():
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    mask = np.zeros((40, 40), bool)
+    mask[20:22, 20:22] = True
+    region = crop_to_tumor(rgb, mask)
+    assert min(region.shape[:2]) >= 16  # decode_image's smallest accepted side
+    Preprocessor(PreprocessConfig(input_size=32)).prepare(region)
+
+
+def test_tumor_box_is_cut_where_the_image_is_narrower():
+    mask = np.zeros((200, 60), np.uint8)
+    mask[50:150, 10:50] = 1
+    top, left, bottom, right = tumor_box(mask, margin=0.25, min_side=0.0)
+    assert (bottom - top, left, right) == (150, 0, 60)
+
+
+def test_crop_to_tumor_takes_the_whole_image_without_a_tumor():
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    assert crop_to_tumor(rgb, None) is rgb
+    assert crop_to_tumor(rgb, np.zeros((64, 80), bool)) is rgb
+    mask = np.zeros((64, 80), bool)
+    mask[20:30, 30:40] = True
+    region = crop_to_tumor(rgb, mask, margin=0.5, min_side=0.0)
+    assert region.shape == (20, 20, 3) and np.array_equal(region, rgb[15:35, 25:45])
+    with pytest.raises(ValueError, match="differ in size"):
+        crop_to_tumor(rgb, np.zeros((10, 10), bool))
+
+
+def test_preprocess_config_carries_the_tumor_region_setting():
+    cfg = PreprocessConfig(input_size=224, crop_to_tumor=True, roi_margin=0.3, roi_min_side=0.2)
+    assert PreprocessConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+    timm_cfg = {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3}
+    assert PreprocessConfig.from_timm(timm_cfg, cfg.tumor_roi()).crop_to_tumor
+    assert not PreprocessConfig.from_timm(timm_cfg).crop_to_tumor
+    assert PreprocessConfig.from_dict({"input_size": 256}).crop_to_tumor is False  # older folders
+    rgb = np.zeros((50, 50, 3), np.uint8)
+    mask = np.zeros((50, 50), bool)
+    mask[10:20, 10:20] = True
+    assert Preprocessor(PreprocessConfig()).crop(rgb, mask) is rgb  # a whole-slice model ignores masks
+    assert Preprocessor(cfg).crop(rgb, mask).shape[:2] == (16, 16)

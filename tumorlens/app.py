@@ -263,7 +263,8 @@ def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = No
             progress(stop / n, desc=f"Segmented {stop} of {n} slices")
     probs = {}
     if pipeline.classifier is not None:
-        p = pipeline.classifier.probabilities([rgb])[0]
+        masks = [seg_model.classifier_mask(shown)] if pipeline.classifier.needs_masks else None
+        p = pipeline.classifier.probabilities([rgb], masks)[0]
         probs = {name: float(v) for name, v in zip(pipeline.classifier.label_names, p)}
     return ScanResult(scan, index, Analysis(rgb, shown, probs, pixel_spacing), source, counts, notes)
 

@@ -109,9 +109,28 @@ def evaluate_segmenter(model_dir: str | Path, data_root=None, *, runtime: str = 
     return result
 
 
+def _mask_source(clf: Classifier, seg_model: str | Path | None, runtime: str) -> Segmenter | None:
+    """The segmenter whose masks a mask-guided classifier crops to: `seg_model`, else the one
+    recorded in its config (the one it was trained with), else the shipped default."""
+    if not clf.needs_masks:
+        return None
+    from .inference import default_model, resolve_model
+    seg_model = seg_model or clf.pre.config.roi_segmenter or default_model("segmenter")
+    if seg_model is None:
+        raise DataError(None, "a mask-guided classifier needs a segmenter: pass seg_model")
+    return Segmenter.from_pretrained(resolve_model(seg_model), runtime=runtime)
+
+
+def classify_images(clf: Classifier, seg: Segmenter | None, images: list[np.ndarray]) -> np.ndarray:
+    """Class probabilities; a mask-guided classifier gets `seg`'s masks of the same images."""
+    masks = [seg.from_probability(p).mask for p in seg.probabilities(images)] if seg is not None else None
+    return clf.probabilities(images, masks)
+
+
 def evaluate_classifier(model_dir: str | Path, data_root=None, *, runtime: str = "auto", limit: int | None = None,
-                        batch_size: int = 32) -> dict:
+                        batch_size: int = 32, seg_model: str | Path | None = None) -> dict:
     clf = Classifier.from_pretrained(model_dir, runtime=runtime)
+    seg = _mask_source(clf, seg_model, runtime)
     test = brisc2025.load_classification(data_root)["test"]
     raw = test.cast_column("image", datasets.Image(decode=False))
     n = len(raw) if limit is None else min(limit, len(raw))
@@ -119,7 +138,7 @@ def evaluate_classifier(model_dir: str | Path, data_root=None, *, runtime: str =
     probs, names = [], []
     for i in tqdm(range(0, n, batch_size), desc="BRISC classification test", unit="batch"):
         rows = raw.select(range(i, min(i + batch_size, n)))
-        probs.append(clf.probabilities([decode_image(r["path"]) for r in rows["image"]]))
+        probs.append(classify_images(clf, seg, [decode_image(r["path"]) for r in rows["image"]]))
         names += rows["file_name"]
     probs = np.concatenate(probs)
     truth = np.asarray(test["label"][:n])
@@ -141,11 +160,14 @@ def evaluate_classifier(model_dir: str | Path, data_root=None, *, runtime: str =
         "errors": [{"file_name": nm, "truth": TUMOR_CLASSES[t], "predicted": TUMOR_CLASSES[p],
                     "confidence": float(pr.max())} for nm, t, p, pr in zip(names, truth, pred, probs) if t != p],
         "settings": {"runtime": clf.runner.runtime, "precision": clf.runner.precision,
-                     "input_size": clf.pre.size, "resize": "letterbox"},
+                     "input_size": clf.pre.size, "resize": "letterbox",
+                     "input": "tumor region from the segmenter's mask" if seg is not None else "whole slice",
+                     **({"roi": clf.pre.config.tumor_roi()} if seg is not None else {})},
         "seconds": round(time.time() - t0, 1),
         "hardware": hardware_summary(),
         "complete": limit is None,
-        "command": "python -m tumorlens.evaluate classifier " + str(model_dir),
+        "command": "python -m tumorlens.evaluate classifier " + str(model_dir)
+                   + (f" --seg-model {seg_model}" if seg_model else ""),
     }
 
 
@@ -250,6 +272,8 @@ def evaluate_figshare_fold(model_dir: str | Path, kind: str, fold: int, data_roo
                 "by_label": summary["by_label"], "settings": _seg_settings(seg), "per_image": records,
                 "seconds": round(time.time() - t0, 1), "hardware": hardware_summary(), "complete": limit is None}
     clf = Classifier.from_pretrained(model_dir, runtime=runtime)
+    if clf.needs_masks:
+        raise DataError(str(model_dir), "Figshare folds score whole-slice classifiers only")
     names = list(clf.label_names)
     raw = rows.cast_column("image", datasets.Image(decode=False))
     probs = np.concatenate([clf.probabilities([decode_image(r["path"]) for r in raw.select(
@@ -285,7 +309,8 @@ def plot_confusion(report: dict, path: Path) -> Path:
 
 
 def evaluate_model(folder: str | Path, kind: str, data_root=None, *, runtime: str = "auto",
-                   limit: int | None = None, dataset: str = "brisc2025", fold: int | None = None) -> dict:
+                   limit: int | None = None, dataset: str = "brisc2025", fold: int | None = None,
+                   seg_model: str | Path | None = None) -> dict:
     folder = Path(folder)
     if kind not in ("segmenter", "classifier"):
         raise ValueError(f"kind must be segmenter or classifier, not {kind!r}")
@@ -300,7 +325,7 @@ def evaluate_model(folder: str | Path, kind: str, data_root=None, *, runtime: st
     elif kind == "segmenter":
         result = evaluate_segmenter(folder, data_root, runtime=runtime, limit=limit)
     elif kind == "classifier":
-        result = evaluate_classifier(folder, data_root, runtime=runtime, limit=limit)
+        result = evaluate_classifier(folder, data_root, runtime=runtime, limit=limit, seg_model=seg_model)
         plot_confusion(result, folder / "confusion_matrix.png")
     (folder / EVAL_NAME).write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
@@ -325,6 +350,31 @@ def headline(result: dict) -> str:
             + (f"; de-duplicated accuracy {d['accuracy'] * 100:.2f}% (n={d['n']})" if d.get("n") else ""))
 
 
+VARIANTS_NAME = "variants.json"  # alternatives scored the same way as the shipped model, beside its eval.json
+
+
+def variant_summary(folder: str | Path, result: dict, name: str) -> dict:
+    """What a card needs of an alternative: its validation and test numbers and how it was made."""
+    info_path = Path(folder) / "training_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    keys = ("accuracy", "macro_f1", "n") if result["task"] == "classification" else ("dice_mean", "dice_median", "miou")
+    dedup = result.get("deduplicated") or {}
+    return {"name": name, "folder": str(folder), **{k: result.get(k) for k in keys},
+            "dedup_accuracy": dedup.get("accuracy"), "dedup_n": dedup.get("n"),
+            "input": (result.get("settings") or {}).get("input"),
+            "val_metrics": info.get("val_metrics"), "setup": info.get("setup"),
+            "train_seconds": info.get("train_seconds"), "schedule_note": info.get("schedule_note"),
+            "command": result.get("command")}
+
+
+def record_variant(shipped: str | Path, summary: dict) -> Path:
+    """Add (or replace, by name) an alternative's summary in the shipped model's variants.json."""
+    path = Path(shipped) / VARIANTS_NAME
+    rows = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if r["name"] != summary["name"]]
+    path.write_text(json.dumps(rows + [summary], indent=1, default=float) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tumorlens.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -336,14 +386,26 @@ def main(argv=None) -> int:
     p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto")
     p.add_argument("--limit", type=int, help="score only the first N test images (smoke runs)")
     p.add_argument("--card", action=argparse.BooleanOptionalAction, default=True, help="re-render README.md from eval.json")
+    p.add_argument("--seg-model", help="segmenter whose masks a mask-guided classifier crops to (default: shipped)")
+    p.add_argument("--variant-of", metavar="SHIPPED", help="an alternative to the model in SHIPPED: record its numbers "
+                   "in SHIPPED/variants.json (its card lists them) instead of rendering a card of its own")
+    p.add_argument("--variant-name", help="the alternative's name in variants.json (default: its folder name)")
     args = p.parse_args(argv)
     try:
         result = evaluate_model(args.model, args.kind, args.data_root, runtime=args.runtime, limit=args.limit,
-                                dataset=args.dataset, fold=args.fold)
+                                dataset=args.dataset, fold=args.fold, seg_model=args.seg_model)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.card and args.dataset != "figshare":  # fold models are measurements, not releases
+    if args.variant_of and (args.kind != "classifier" or args.limit or args.dataset != "brisc2025"):
+        print("error: --variant-of records full BRISC test scores of classifiers only (no --limit)", file=sys.stderr)
+        return 2
+    if args.variant_of:
+        record_variant(args.variant_of, variant_summary(args.model, result, args.variant_name or Path(args.model).name))
+        if args.card:
+            from .hub import write_card
+            write_card(args.variant_of, args.kind)
+    elif args.card and args.dataset != "figshare":  # fold models are measurements, not releases
         from .hub import write_card
         write_card(args.model, args.kind)
     print(headline(result))

@@ -22,6 +22,11 @@ def _read(folder: Path, name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _read_list(folder: Path, name: str) -> list:
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
@@ -68,7 +73,7 @@ def render_card(folder: str | Path, kind: str, repo_id: str | None = None) -> Mo
         model_id=repo_id or folder.name, repo_or_path=repo_id or f"models/{folder.name}",
         timm_id=f"hf-hub:{repo_id}" if repo_id else f"local-dir:models/{folder.name}", ev=ev, info=info, pre=pre,
         config=config, train_hours=f"{hours:.2f}", pct=_pct,
-        dedup=(ev.get("deduplicated") or {}),
+        dedup=(ev.get("deduplicated") or {}), variants=_read_list(folder, "variants.json"),
     )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .errors import DataError
 from .models import fetch_file, load_classifier, load_segmenter
 from .preprocess import ImageSource, Letterbox, Preprocessor, decode_image, letterbox_image, restore_map
 from .training.precision import pick_precision
@@ -161,6 +162,11 @@ class Segmenter:
         rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else decode_image(image)
         return self.from_probability(self.probabilities([rgb])[0], threshold)
 
+    def classifier_mask(self, seg: Segmentation) -> np.ndarray:
+        """The mask a mask-guided classifier crops to: at this model's own threshold, as in its
+        training, whatever threshold the user chose for display."""
+        return seg.mask if seg.threshold == self.threshold else self.from_probability(seg.probability).mask
+
     def from_probability(self, prob: np.ndarray, threshold: float | None = None) -> Segmentation:
         threshold = self.threshold if threshold is None else threshold
         mask = clean_mask(prob >= threshold, int(self.min_component_fraction * prob.size))
@@ -179,15 +185,29 @@ class Classifier:
         model, pre, labels = load_classifier(name_or_path)
         return cls(model, pre, labels, key=_model_key(name_or_path, "classifier"), **kwargs)
 
-    def logits(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    @property
+    def needs_masks(self) -> bool:
+        """True for a mask-guided classifier: it classifies the segmenter's tumor region."""
+        return self.pre.config.crop_to_tumor
+
+    def logits(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None, *,
+               batch_size: int = 32) -> np.ndarray:
+        """RGB uint8 images -> logits. A mask-guided classifier needs each image's tumor mask
+        (same grid; an empty mask means the whole image)."""
+        if self.needs_masks and masks is None:
+            raise DataError(None, "this classifier classifies the tumor region: pass the segmenter's masks")
+        masks = masks if self.needs_masks else [None] * len(images)
+        if len(masks) != len(images):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks")
         out = []
         for i in range(0, len(images), batch_size):
-            x = self.pre.normalize(torch.from_numpy(np.stack([self.pre.prepare(img)[0] for img in images[i:i + batch_size]])))
+            regions = [self.pre.crop(img, m) for img, m in zip(images[i:i + batch_size], masks[i:i + batch_size])]
+            x = self.pre.normalize(torch.from_numpy(np.stack([self.pre.prepare(r)[0] for r in regions])))
             out.append(self.runner(x).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
 
-    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return torch.softmax(torch.from_numpy(self.logits(images)), dim=1).numpy()
+    def probabilities(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(self.logits(images, masks)), dim=1).numpy()
 
 
 @dataclass
@@ -220,6 +240,9 @@ class Pipeline:
     def __init__(self, segmenter: Segmenter | None, classifier: Classifier | None = None):
         if segmenter is None and classifier is None:
             raise ValueError("a pipeline needs a segmenter, a classifier or both")
+        if classifier is not None and classifier.needs_masks and segmenter is None:
+            raise DataError(None, "this classifier is mask-guided (it classifies the tumor region): "
+                                  "load a segmenter with it")
         self.segmenter, self.classifier = segmenter, classifier
 
     @classmethod
@@ -233,7 +256,8 @@ class Pipeline:
         seg = self.segmenter.segment(rgb, threshold) if self.segmenter else None
         probs = {}
         if self.classifier:
-            p = self.classifier.probabilities([rgb])[0]
+            masks = [self.segmenter.classifier_mask(seg)] if self.classifier.needs_masks else None
+            p = self.classifier.probabilities([rgb], masks)[0]
             probs = {name: float(v) for name, v in zip(self.classifier.label_names, p)}
         return Analysis(rgb, seg, probs, pixel_spacing_mm)
 

@@ -90,7 +90,10 @@ def save_classifier(model: torch.nn.Module, folder: str | Path, label_names: lis
     data_config = {"input_size": (3, size, size), "mean": tuple(preprocess.mean), "std": tuple(preprocess.std),
                    "crop_pct": 1.0, "interpolation": "bilinear", "crop_mode": "center"}
     # transformers' TimmWrapper rejects model_args carrying num_classes; it reads the root num_classes
-    save_for_hf(m, str(folder), model_config={"label_names": list(label_names)}, model_args={},
+    model_config = {"label_names": list(label_names)}
+    if preprocess.crop_to_tumor:  # mask-guided: it classifies the segmenter's tumor region
+        model_config["tumor_roi"] = preprocess.tumor_roi()
+    save_for_hf(m, str(folder), model_config=model_config, model_args={},
                 safe_serialization=True, data_config=data_config)
     cfg_path = folder / "config.json"
     cfg = json.loads(cfg_path.read_text())
@@ -116,4 +119,5 @@ def load_classifier(name_or_path: str | Path) -> tuple[torch.nn.Module, Preproce
         raise DataError(str(name_or_path), "not a timm model folder (config.json has no architecture)")
     model = timm.create_model(timm_name(name_or_path), pretrained=True)
     labels = cfg.get("label_names") or [str(i) for i in range(cfg["num_classes"])]
-    return model.float().eval(), PreprocessConfig.from_timm(cfg["pretrained_cfg"]), list(labels)
+    pre = PreprocessConfig.from_timm(cfg["pretrained_cfg"], cfg.get("tumor_roi"))
+    return model.float().eval(), pre, list(labels)

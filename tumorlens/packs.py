@@ -55,6 +55,27 @@ def build_pack(ds: datasets.Dataset, size: int, *, workers: int | None = None, d
     return pack
 
 
+def build_tumor_roi_pack(ds: datasets.Dataset, pre: Preprocessor, segmenter, *, batch: int = 16,
+                         desc: str = "tumor-region pack") -> dict[str, np.ndarray]:
+    """A classification pack of tumor regions: each image cropped to the square around `segmenter`'s
+    mask (the whole image where it finds none), then letterboxed, exactly as inference does."""
+    from .preprocess import decode_image
+    raw = ds.cast_column("image", datasets.Image(decode=False))
+    n, size = len(raw), pre.size
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    found = np.zeros(n, dtype=bool)
+    for start in tqdm(range(0, n, batch), desc=desc, unit="batch"):
+        rgbs = [decode_image(r) for r in raw.select(range(start, min(n, start + batch)))["image"]]
+        for i, (rgb, prob) in enumerate(zip(rgbs, segmenter.probabilities(rgbs)), start):
+            mask = segmenter.from_probability(prob).mask
+            found[i] = mask.any()
+            images[i] = pre.prepare(pre.crop(rgb, mask))[0]
+    pack = {"images": images, "file_names": np.asarray(ds["file_name"]), "tumor_found": found}
+    if "label" in ds.column_names:
+        pack["labels"] = np.asarray(ds["label"], dtype=np.int64)
+    return pack
+
+
 def save_pack(pack: dict[str, np.ndarray], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")

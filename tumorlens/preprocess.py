@@ -3,7 +3,8 @@
 decode (any supported file or array -> RGB uint8) -> letterbox to the model's square input
 (keep aspect, zero-pad) -> normalise with the mean/std from the model's own config.
 Masks: binarise at 127, letterboxed with the same geometry. Predictions map back to the
-original pixel grid through the same `Letterbox` record.
+original pixel grid through the same `Letterbox` record. A mask-guided classifier
+(`crop_to_tumor`) first crops the image to a square around the segmenter's mask (`crop_to_tumor`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ MIN_IMAGE_SIDE = 16
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+# Tumor region for mask-guided classification: the mask's box grown by this share of its side on
+# each side (context for the tumor's edge and its neighbourhood), never under this share of the image.
+ROI_MARGIN = 0.25
+ROI_MIN_SIDE = 0.3
 
 ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray, dict]
 
@@ -194,6 +199,42 @@ def letterbox_mask(mask01: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def tumor_box(mask01: np.ndarray, margin: float = ROI_MARGIN, min_side: float = ROI_MIN_SIDE) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of a square around the mask's foreground, grown by `margin` of
+    its side each way, at least `min_side` of the longer image side, shifted to stay inside the
+    image (cut where the image is narrower). None for an empty mask."""
+    rows, cols = np.flatnonzero(mask01.any(1)), np.flatnonzero(mask01.any(0))
+    if rows.size == 0:
+        return None
+    h, w = mask01.shape
+    side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    side = int(round(max(side * (1 + 2 * margin), min_side * max(h, w), MIN_IMAGE_SIDE)))
+    cy, cx = (rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2
+
+    def span(centre: float, length: int) -> tuple[int, int]:
+        size = min(side, length)
+        start = int(round(min(max(centre - side / 2, 0), length - size)))
+        return start, start + size
+
+    (top, bottom), (left, right) = span(cy, h), span(cx, w)
+    return top, left, bottom, right
+
+
+def crop_to_tumor(rgb: np.ndarray, mask01: np.ndarray | None, margin: float = ROI_MARGIN,
+                  min_side: float = ROI_MIN_SIDE) -> np.ndarray:
+    """The tumor region of `rgb` from a mask on the same grid; the whole image where the mask is
+    empty (a healthy slice, or a tumor the segmenter missed: the classifier then sees it all)."""
+    if mask01 is None:
+        return rgb
+    if mask01.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {mask01.shape} and image {rgb.shape[:2]} differ in size")
+    box = tumor_box(np.asarray(mask01, bool), margin, min_side)
+    if box is None:
+        return rgb
+    top, left, bottom, right = box
+    return np.ascontiguousarray(rgb[top:bottom, left:right])
+
+
 def restore_map(prob: torch.Tensor | np.ndarray, box: Letterbox) -> np.ndarray:
     """A size x size map (probabilities) -> the original H x W grid (bilinear), padding dropped."""
     t = torch.as_tensor(np.asarray(prob, dtype=np.float32))
@@ -210,21 +251,38 @@ class PreprocessConfig:
     mean: Sequence[float] = field(default_factory=lambda: IMAGENET_MEAN)
     std: Sequence[float] = field(default_factory=lambda: IMAGENET_STD)
     resize_mode: str = "letterbox"
+    crop_to_tumor: bool = False  # classify the segmenter's tumor region, not the whole slice
+    roi_margin: float = ROI_MARGIN
+    roi_min_side: float = ROI_MIN_SIDE
+    roi_segmenter: str | None = None  # the segmenter whose masks it was trained on
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if not self.crop_to_tumor:  # whole-slice models keep the configs they always had
+            for key in ("crop_to_tumor", "roi_margin", "roi_min_side", "roi_segmenter"):
+                d.pop(key)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        known = {k: d[k] for k in ("input_size", "mean", "std", "resize_mode") if k in d}
+        known = {k: d[k] for k in ("input_size", "mean", "std", "resize_mode", "crop_to_tumor", "roi_margin",
+                                   "roi_min_side", "roi_segmenter") if k in d}
         return cls(**known)
 
     @classmethod
-    def from_timm(cls, pretrained_cfg: dict) -> "PreprocessConfig":
+    def from_timm(cls, pretrained_cfg: dict, tumor_roi: dict | None = None) -> "PreprocessConfig":
+        """From timm's pretrained_cfg, plus config.json's `tumor_roi` for a mask-guided classifier."""
+        roi = {"crop_to_tumor": True, "roi_margin": tumor_roi["margin"], "roi_min_side": tumor_roi["min_side"],
+               "roi_segmenter": tumor_roi.get("segmenter")} if tumor_roi else {}
         return cls(input_size=int(pretrained_cfg["input_size"][-1]), mean=tuple(pretrained_cfg["mean"]),
-                   std=tuple(pretrained_cfg["std"]))
+                   std=tuple(pretrained_cfg["std"]), **roi)
+
+    def tumor_roi(self) -> dict | None:
+        """What config.json records for a mask-guided classifier (None for a whole-slice one)."""
+        if not self.crop_to_tumor:
+            return None
+        return {"margin": self.roi_margin, "min_side": self.roi_min_side, "segmenter": self.roi_segmenter}
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / PREPROCESSOR_CONFIG_NAME
@@ -254,6 +312,12 @@ class Preprocessor:
     def prepare(self, source: ImageSource) -> tuple[np.ndarray, Letterbox]:
         """decode + letterbox: size x size x 3 uint8. Training packs store exactly this."""
         return letterbox_image(decode_image(source), self.size)
+
+    def crop(self, rgb: np.ndarray, mask01: np.ndarray | None) -> np.ndarray:
+        """The region this model classifies: the tumor's when `crop_to_tumor`, else the whole image."""
+        if not self.config.crop_to_tumor:
+            return rgb
+        return crop_to_tumor(rgb, mask01, self.config.roi_margin, self.config.roi_min_side)
 
     def prepare_mask(self, source: ImageSource) -> np.ndarray:
         return letterbox_mask(decode_mask(source), self.size)

@@ -214,6 +214,9 @@ def write_markdown(results: dict, path: Path) -> Path:
                   f"| **TumorLens** {c['model']} | {_f(c['accuracy'], True)} | {_f(c['macro_f1'])} |"]
             if d.get("n"):
                 L.append(f"| TumorLens, de-duplicated test (n={d['n']}) | {_f(d['accuracy'], True)} | {_f(d['macro_f1'])} |")
+            for v in c.get("variants") or []:  # stored by `evaluate --variant-of`, not re-scored here
+                L.append(f"| TumorLens variant, not shipped: {v['name']} ({v.get('input') or 'whole slice'}; "
+                         f"de-duplicated {_f(v.get('dedup_accuracy'), True)}) | {_f(v['accuracy'], True)} | {_f(v['macro_f1'])} |")
             for sd in seeds["brisc_classification"]:
                 L.append(f"| {sd['system']} | {_f(sd['accuracy'], True)} | |")
     f = results.get("figshare") or {}

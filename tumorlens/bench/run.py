@@ -63,7 +63,9 @@ def brisc_section(data_root, limit: int | None, cases_dir: Path | None) -> dict:
             brisc_cases(seg_model, ev["per_image"], data_root, cases_dir / "brisc")
     if cls_model:
         ev = evaluate_classifier(cls_model, data_root, limit=limit)
-        out["classification"] = {"model": Path(cls_model).name, **ev}
+        variants = Path(cls_model) / "variants.json"  # alternatives measured and not shipped (stored)
+        out["classification"] = {"model": Path(cls_model).name, **ev,
+                                 "variants": json.loads(variants.read_text()) if variants.is_file() else []}
     return out
 
 

@@ -140,6 +140,46 @@ def train_val_packs(task: str, size: int, args) -> tuple[dict, dict, list[str] |
     raise SystemExit(f"unknown dataset {dataset!r}")
 
 
+def tumor_roi_packs(setup, args) -> tuple[dict, dict, list[str]]:
+    """BRISC train/validation packs of tumor regions cut with the segmenter's masks, as inference
+    cuts them. The whole train set is cached in dataset order per segmenter (weights, threshold,
+    clean-up, TTA) and crop geometry; the seeded split is taken afterwards, as for every pack."""
+    if getattr(args, "dataset", "brisc2025") != "brisc2025":
+        raise SystemExit("--tumor-roi trains on BRISC 2025 only")
+    import torch
+    from ..inference import Segmenter, _model_key, default_model, resolve_model, segmenter_name
+    from ..packs import PACK_VERSION, build_tumor_roi_pack, cache_dir, load_pack, save_pack
+    from ..preprocess import PreprocessConfig, Preprocessor
+    from .tasks import ARCH_CHECKPOINTS
+    seg_location = resolve_model(args.roi_segmenter) if args.roi_segmenter else default_model("segmenter")
+    if seg_location is None:
+        raise SystemExit("--tumor-roi needs a segmenter: none is shipped here, pass --roi-segmenter")
+    setup.roi_segmenter = segmenter_name(seg_location) or str(seg_location)  # recorded in the model's config
+    torch.set_num_threads(args.threads or default_threads())  # as training will: no oversubscribed cores
+    seg = Segmenter.from_pretrained(seg_location)
+    _, mean, std = ARCH_CHECKPOINTS.get(setup.arch, (None, (0.5,) * 3, (0.5,) * 3))
+    pre = Preprocessor(PreprocessConfig(input_size=setup.input_size, mean=mean, std=std, crop_to_tumor=True))
+    ds = brisc2025.load_classification(args.data_root)["train"]
+    tr, va = stratified_holdout(np.asarray(ds["label"]), args.val_fraction, args.seed)
+    if args.limit:  # smoke runs decode a seeded handful of rows and cache nothing
+        rng = np.random.default_rng(args.seed)
+        tr = np.sort(rng.choice(tr, size=min(args.limit, len(tr)), replace=False))
+        va = np.sort(rng.choice(va, size=min(max(8, args.limit // 4), len(va)), replace=False))
+        rows = np.concatenate([tr, va])
+        pack = build_tumor_roi_pack(ds.select(rows), pre, seg, desc="BRISC train tumor regions")
+        return subset(pack, np.arange(len(tr))), subset(pack, np.arange(len(tr), len(rows))), list(TUMOR_CLASSES)
+    key = (f"brisc2025-cls-train-roi-{_model_key(seg_location, 'segmenter')}-t{seg.threshold}"
+           f"-c{seg.min_component_fraction}-tta{int(seg.tta)}-m{pre.config.roi_margin}-s{pre.config.roi_min_side}"
+           f"-{setup.input_size}px-v{PACK_VERSION}.npz")
+    path = cache_dir() / key
+    if path.is_file():
+        pack = load_pack(path)
+    else:
+        pack = build_tumor_roi_pack(ds, pre, seg, desc="BRISC train tumor regions")
+        save_pack(pack, path)
+    return subset(pack, tr), subset(pack, va), list(TUMOR_CLASSES)
+
+
 def brisc_train_val(task: str, size: int, args) -> tuple[dict, dict]:
     args.dataset = "brisc2025"
     return train_val_packs(task, size, args)[:2]
@@ -179,7 +219,8 @@ def finalize(best: Path, out: Path, kind: str, args) -> Path:
         model, pre, labels = load_classifier(best)
         save_classifier(model, out, labels, pre, fp16=args.fp16, training_info=info)
     if not args.skip_eval:
-        evaluate_model(out, kind, data_root=args.data_root, dataset=args.dataset, fold=args.fold)
+        evaluate_model(out, kind, data_root=args.data_root, dataset=args.dataset, fold=args.fold,
+                       seg_model=getattr(args, "roi_segmenter", None))
     if args.dataset == "figshare":  # a cross-validation fold: a measurement, not a release
         return out
     write_card(out, kind, repo_id=args.push_to_hub)  # the card's load lines name the repo it is pushed to
@@ -203,5 +244,5 @@ def tune_segmenter(folder: Path, args) -> dict:
     return tuned
 
 
-__all__ = ["add_common_args", "brisc_train_val", "train_val_packs", "resolve_out", "run", "finalize",
+__all__ = ["add_common_args", "brisc_train_val", "train_val_packs", "tumor_roi_packs", "resolve_out", "run", "finalize",
            "tune_segmenter", "DATASETS", "FIGSHARE_CLASSES"]

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from .augment import AugmentConfig
-from .cli import add_common_args, resolve_out, run, train_val_packs
+from .cli import add_common_args, resolve_out, run, train_val_packs, tumor_roi_packs
 from .tasks import ARCH_CHECKPOINTS, ClassificationSetup, ClassificationTask, SegmentationSetup, SegmentationTask
 
 SEGMENTER_OUT = "models/tumorlens-unet-mobilenetv2-brisc2025"
@@ -32,6 +32,10 @@ def classifier_parser(description: str | None = None) -> argparse.ArgumentParser
     p.add_argument("--arch", default="tf_efficientnet_lite0", choices=sorted(ARCH_CHECKPOINTS))
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--tumor-roi", action="store_true",
+                   help="mask-guided: classify the region around the segmenter's mask, not the whole slice")
+    p.add_argument("--roi-segmenter", default=None,
+                   help="segmenter whose masks give the tumor regions (default: the shipped BRISC segmenter)")
     return p
 
 
@@ -47,7 +51,11 @@ def train_segmenter(argv=None, description: str | None = None) -> Path | None:
 def train_classifier(argv=None, description: str | None = None) -> Path | None:
     args = classifier_parser(description).parse_args(argv)
     setup = ClassificationSetup(arch=args.arch, imagenet_init=not args.random_init and not args.init_from,
-                                input_size=args.input_size, label_smoothing=args.label_smoothing)
-    resolve_out(args, CLASSIFIER_OUT)
-    train, val, label_names = train_val_packs("classification", args.input_size, args)
+                                input_size=args.input_size, label_smoothing=args.label_smoothing,
+                                crop_to_tumor=args.tumor_roi)
+    resolve_out(args, CLASSIFIER_OUT.replace("brisc2025", "roi-brisc2025") if args.tumor_roi else CLASSIFIER_OUT)
+    if args.tumor_roi:
+        train, val, label_names = tumor_roi_packs(setup, args)
+    else:
+        train, val, label_names = train_val_packs("classification", args.input_size, args)
     return run(ClassificationTask(train, val, label_names, setup), args, "classifier")

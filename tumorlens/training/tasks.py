@@ -133,6 +133,8 @@ class ClassificationSetup:
     label_smoothing: float = 0.1
     drop_rate: float = 0.2
     val_batch: int = 64
+    crop_to_tumor: bool = False  # mask-guided: trained on the segmenter's tumor regions
+    roi_segmenter: str | None = None  # whose masks (a registry name, folder or Hub repo id)
 
 
 class ClassificationTask:
@@ -143,7 +145,9 @@ class ClassificationTask:
         self.setup = setup or ClassificationSetup()
         self.aug = aug or AugmentConfig(rotate_deg=12.0, scale=(0.85, 1.15), translate=0.08)
         _, mean, std = ARCH_CHECKPOINTS.get(self.setup.arch, (None, (0.5,) * 3, (0.5,) * 3))
-        self.preprocess = PreprocessConfig(input_size=self.setup.input_size, mean=mean, std=std)
+        self.preprocess = PreprocessConfig(input_size=self.setup.input_size, mean=mean, std=std,
+                                           crop_to_tumor=self.setup.crop_to_tumor,
+                                           roi_segmenter=self.setup.roi_segmenter)
         self.pre = Preprocessor(self.preprocess)
         self.label_names = list(label_names)
         self.images = torch.from_numpy(train_pack["images"])
