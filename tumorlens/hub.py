@@ -72,7 +72,7 @@ def render_card(folder: str | Path, kind: str, repo_id: str | None = None) -> Mo
         card_data(kind, ev, folder.name), template_str=template,
         model_id=repo_id or folder.name, repo_or_path=repo_id or f"models/{folder.name}",
         timm_id=f"hf-hub:{repo_id}" if repo_id else f"local-dir:models/{folder.name}", ev=ev, info=info, pre=pre,
-        config=config, train_hours=f"{hours:.2f}", pct=_pct,
+        config=config, train_hours=f"{hours:.2f}", total_hours=f"{info.get('train_seconds_total', 0) / 3600:.2f}", pct=_pct,
         dedup=(ev.get("deduplicated") or {}), variants=_read_list(folder, "variants.json"),
     )
 
