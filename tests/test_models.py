@@ -256,7 +256,7 @@ def test_mask_guided_classifier_trains_saves_and_classifies_tumor_regions(tiny, 
     from tumorlens.preprocess import crop_to_tumor
     region = crop_to_tumor(rgb, mask)
     whole = Classifier(models.load_classifier(out)[0], PreprocessConfig(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3),
-                       TUMOR_CLASSES, runtime="torch", precision="fp32")
+                       TUMOR_CLASSES, runtime="torch", precision="fp32", tta=clf.tta)
     assert np.allclose(clf.logits([rgb], [mask]), whole.logits([region]), atol=1e-5)  # it classifies the region
     assert np.allclose(clf.logits([rgb], [np.zeros_like(mask)]), whole.logits([rgb]), atol=1e-5)  # no tumor: all of it
     seg = Segmenter.from_pretrained(seg_folder, runtime="torch", precision="fp32")
@@ -283,3 +283,24 @@ def test_variants_are_recorded_beside_the_shipped_model_and_listed_in_its_card(t
     card = write_card(shipped, "classifier").read_text()
     assert "Variants measured" in card
     assert "| mask-guided | tumor region | 80.00% | 75.00% | 0.7000 | 74.00% |" in card
+
+
+def test_classifier_tta_is_tuned_on_validation_and_loaded_with_the_model(tiny, tmp_path):
+    from tumorlens.training.tune import main as tune_main
+    folder = tmp_path / "cls"
+    shutil.copytree(tiny["classifier"][1], folder)
+    (folder / "inference_config.json").unlink(missing_ok=True)
+    assert Classifier.from_pretrained(folder, runtime="torch", precision="fp32").tta is False  # none chosen: off
+    assert tune_main(["classifier", str(folder), "--limit", "12", "--threads", "2"]) == 0
+    tuned = json.loads((folder / "inference_config.json").read_text())
+    assert set(tuned["val_accuracy"]) == {"plain", "hflip_tta"} and "validation" in tuned["chosen_on"]
+    tuned["tta_hflip"] = True
+    (folder / "inference_config.json").write_text(json.dumps(tuned))
+    clf = Classifier.from_pretrained(folder, runtime="torch", precision="fp32")
+    assert clf.tta is True
+    rgb = decode_image(TEST_IMAGES[0])
+    x = clf.pre(rgb)[0]
+    model = models.load_classifier(folder)[0]
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(3))) / 2
+    assert np.allclose(clf.logits([rgb]), expected.numpy(), atol=1e-4)

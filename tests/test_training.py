@@ -120,3 +120,18 @@ def test_postprocess_tuning_picks_the_threshold_and_cleanup_that_score_best():
                              fractions=(0.0, 0.002))
     assert tuned["threshold"] in (0.3, 0.4) and tuned["min_component_fraction"] == 0.002
     assert tuned["val_score"] == pytest.approx(1.0)
+
+
+def test_classifier_tta_is_chosen_on_validation_by_accuracy_then_nll():
+    from tumorlens.inference import choose_tta
+    labels = np.array([0, 1, 1])
+    plain = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # third wrong
+    flipped = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])  # mean of both views gets it right
+    chosen = choose_tta(plain, flipped, labels)
+    assert chosen["tta_hflip"] and chosen["val_accuracy"] == {"plain": 2 / 3, "hflip_tta": 1.0}
+    worse = np.array([[0.0, 3.0], [0.0, 1.0], [1.0, 0.0]])  # the mean now gets the first wrong
+    assert choose_tta(plain, worse, labels)["tta_hflip"] is False
+    # equal accuracy: the lower NLL decides (a flipped view more confident where right)
+    sure = np.array([[4.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    assert choose_tta(plain, sure, labels)["tta_hflip"] is True
+    assert choose_tta(plain, plain, labels)["tta_hflip"] is False  # no better: off

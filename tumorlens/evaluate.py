@@ -160,7 +160,7 @@ def evaluate_classifier(model_dir: str | Path, data_root=None, *, runtime: str =
         "errors": [{"file_name": nm, "truth": TUMOR_CLASSES[t], "predicted": TUMOR_CLASSES[p],
                     "confidence": float(pr.max())} for nm, t, p, pr in zip(names, truth, pred, probs) if t != p],
         "settings": {"runtime": clf.runner.runtime, "precision": clf.runner.precision,
-                     "input_size": clf.pre.size, "resize": "letterbox",
+                     "input_size": clf.pre.size, "resize": "letterbox", "tta_hflip": clf.tta,
                      "input": "tumor region from the segmenter's mask" if seg is not None else "whole slice",
                      **({"roi": clf.pre.config.tumor_roi()} if seg is not None else {})},
         "seconds": round(time.time() - t0, 1),
@@ -283,7 +283,8 @@ def evaluate_figshare_fold(model_dir: str | Path, kind: str, fold: int, data_roo
     return {"task": "classification", **common, **classification_report(truth, pred, names),
             "errors": [{"file_name": n, "truth": names[t], "predicted": names[p], "confidence": float(pr.max())}
                        for n, t, p, pr in zip(rows["file_name"], truth, pred, probs) if t != p],
-            "settings": {"runtime": clf.runner.runtime, "precision": clf.runner.precision, "input_size": clf.pre.size},
+            "settings": {"runtime": clf.runner.runtime, "precision": clf.runner.precision, "input_size": clf.pre.size,
+                         "tta_hflip": clf.tta},
             "seconds": round(time.time() - t0, 1), "hardware": hardware_summary(), "complete": limit is None}
 
 

@@ -74,6 +74,7 @@ def render_card(folder: str | Path, kind: str, repo_id: str | None = None) -> Mo
         timm_id=f"hf-hub:{repo_id}" if repo_id else f"local-dir:models/{folder.name}", ev=ev, info=info, pre=pre,
         config=config, train_hours=f"{hours:.2f}", total_hours=f"{info.get('train_seconds_total', 0) / 3600:.2f}", pct=_pct,
         dedup=(ev.get("deduplicated") or {}), variants=_read_list(folder, "variants.json"),
+        tuned=_read(folder, "inference_config.json"),
     )
 
 

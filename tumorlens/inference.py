@@ -175,15 +175,24 @@ class Segmenter:
 
 class Classifier:
     def __init__(self, model: torch.nn.Module, preprocess, label_names: Sequence[str], *, runtime: str = "auto",
-                 device: str = "cpu", precision: str = "auto", key: str = "classifier"):
+                 device: str = "cpu", precision: str = "auto", key: str = "classifier", tta: bool = False):
         self.pre = Preprocessor(preprocess)
         self.label_names = list(label_names)
         self.runner = _Runner(model, self.pre.size, key=key, runtime=runtime, device=device, precision=precision)
+        self.tta = tta
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "Classifier":
         model, pre, labels = load_classifier(name_or_path)
+        path = fetch_file(name_or_path, INFERENCE_CONFIG_NAME, required=False)
+        if path is not None:  # hflip TTA where it was chosen on validation data
+            kwargs.setdefault("tta", bool(json.loads(path.read_text()).get("tta_hflip", False)))
         return cls(model, pre, labels, key=_model_key(name_or_path, "classifier"), **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised N x 3 x S x S -> logits; with TTA the mean over the slice and its mirror."""
+        logits = self.runner(x)
+        return (logits + self.runner(x.flip(3))) / 2 if self.tta else logits
 
     @property
     def needs_masks(self) -> bool:
@@ -203,7 +212,7 @@ class Classifier:
         for i in range(0, len(images), batch_size):
             regions = [self.pre.crop(img, m) for img, m in zip(images[i:i + batch_size], masks[i:i + batch_size])]
             x = self.pre.normalize(torch.from_numpy(np.stack([self.pre.prepare(r)[0] for r in regions])))
-            out.append(self.runner(x).numpy())
+            out.append(self.forward(x).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
 
     def probabilities(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
@@ -391,3 +400,16 @@ def tune_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                 scores[list(thresholds).index(0.5), list(fractions).index(2e-4)]) if 0.5 in thresholds and 2e-4 in fractions else None,
             "n_val": len(probs), "grid": {"thresholds": list(thresholds), "fractions": list(fractions),
                                           "scores": np.round(scores, 5).tolist()}}
+
+
+def choose_tta(plain_logits: np.ndarray, flipped_logits: np.ndarray, labels: np.ndarray) -> dict:
+    """hflip TTA for a classifier, decided on VALIDATION logits: on where it classifies more images
+    right, or as many with a lower mean negative log-likelihood; off otherwise."""
+    def scores(logits):
+        logp = torch.log_softmax(torch.as_tensor(logits, dtype=torch.float32), 1).numpy()
+        return float((logp.argmax(1) == labels).mean()), float(-logp[np.arange(len(labels)), labels].mean())
+    plain = scores(plain_logits)
+    tta = scores((np.asarray(plain_logits) + np.asarray(flipped_logits)) / 2)
+    use = tta[0] > plain[0] or (tta[0] == plain[0] and tta[1] < plain[1])
+    return {"tta_hflip": bool(use), "n_val": int(len(labels)),
+            "val_accuracy": {"plain": plain[0], "hflip_tta": tta[0]}, "val_nll": {"plain": plain[1], "hflip_tta": tta[1]}}

@@ -200,10 +200,10 @@ def run(task, args, kind: str) -> Path | None:
     state = trainer.fit()
     if args.no_finalize or not state.get("done"):
         return None
-    return finalize(args.run_dir / "best", args.out, kind, args)
+    return finalize(args.run_dir / "best", args.out, kind, args, val_pack=task.val)
 
 
-def finalize(best: Path, out: Path, kind: str, args) -> Path:
+def finalize(best: Path, out: Path, kind: str, args, val_pack: dict | None = None) -> Path:
     """Best checkpoint -> the shipped folder (fp16 if asked), scored on BRISC test, card rendered."""
     from ..evaluate import evaluate_model
     from ..hub import push_folder, write_card
@@ -218,6 +218,8 @@ def finalize(best: Path, out: Path, kind: str, args) -> Path:
     else:
         model, pre, labels = load_classifier(best)
         save_classifier(model, out, labels, pre, fp16=args.fp16, training_info=info)
+        if val_pack is not None:
+            tune_classifier(out, val_pack, args)
     if not args.skip_eval:
         evaluate_model(out, kind, data_root=args.data_root, dataset=args.dataset, fold=args.fold,
                        seg_model=getattr(args, "roi_segmenter", None))
@@ -244,5 +246,22 @@ def tune_segmenter(folder: Path, args) -> dict:
     return tuned
 
 
+def tune_classifier(folder: Path, val_pack: dict, args) -> dict:
+    """hflip TTA on or off, chosen on the validation pack (images as the model sees them: letterboxed,
+    tumor regions for a mask-guided model), never on test."""
+    import torch
+    from ..inference import INFERENCE_CONFIG_NAME, Classifier, choose_tta
+    clf = Classifier.from_pretrained(folder, tta=False)
+    x = clf.pre.normalize(torch.from_numpy(val_pack["images"]))
+    plain = np.concatenate([clf.runner(x[i:i + 64]).numpy() for i in range(0, len(x), 64)])
+    flipped = np.concatenate([clf.runner(x[i:i + 64].flip(3)).numpy() for i in range(0, len(x), 64)])
+    tuned = choose_tta(plain, flipped, val_pack["labels"])
+    where = {"brisc2025": "validation split carved from BRISC train",
+             "figshare": f"validation id blocks carved from the Figshare folds other than fold {args.fold}"}
+    tuned["chosen_on"] = f"{where[args.dataset]} ({len(plain)} images, seed {args.seed}, runtime {clf.runner.runtime})"
+    (folder / INFERENCE_CONFIG_NAME).write_text(json.dumps(tuned, indent=1) + "\n")
+    return tuned
+
+
 __all__ = ["add_common_args", "brisc_train_val", "train_val_packs", "tumor_roi_packs", "resolve_out", "run", "finalize",
-           "tune_segmenter", "DATASETS", "FIGSHARE_CLASSES"]
+           "tune_segmenter", "tune_classifier", "DATASETS", "FIGSHARE_CLASSES"]
