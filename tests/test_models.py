@@ -304,3 +304,15 @@ def test_classifier_tta_is_tuned_on_validation_and_loaded_with_the_model(tiny, t
     with torch.no_grad():
         expected = (model(x) + model(x.flip(3))) / 2
     assert np.allclose(clf.logits([rgb]), expected.numpy(), atol=1e-4)
+
+
+def test_segmenter_settings_are_retuned_on_validation(tiny, tmp_path):
+    from tumorlens.training.tune import main as tune_main
+    folder = tmp_path / "seg"
+    shutil.copytree(tiny["segmenter"][1], folder)
+    (folder / "inference_config.json").unlink(missing_ok=True)
+    assert tune_main(["segmenter", str(folder), "--limit", "12", "--threads", "2"]) == 0
+    tuned = json.loads((folder / "inference_config.json").read_text())
+    assert "validation" in tuned["chosen_on"] and tuned["n_val"] > 0
+    seg = Segmenter.from_pretrained(folder, runtime="torch", precision="fp32")
+    assert (seg.threshold, seg.min_component_fraction) == (tuned["threshold"], tuned["min_component_fraction"])
