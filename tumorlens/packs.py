@@ -89,14 +89,19 @@ def load_pack(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def cached_pack(key: str, ds_factory, size: int, *, directory: Path | None = None) -> dict[str, np.ndarray]:
-    """Load the pack `key` at `size` px from the cache, building it from `ds_factory()` if absent."""
-    path = (directory or cache_dir()) / f"{key}-{size}px-v{PACK_VERSION}.npz"
+def cached(name: str, build, *, directory: Path | None = None) -> dict[str, np.ndarray]:
+    """Load the pack `name` from the cache, building it with `build()` and saving it if absent."""
+    path = (directory or cache_dir()) / f"{name}-v{PACK_VERSION}.npz"
     if path.is_file():
         return load_pack(path)
-    pack = build_pack(ds_factory(), size, desc=key)
+    pack = build()
     save_pack(pack, path)
     return pack
+
+
+def cached_pack(key: str, ds_factory, size: int, *, directory: Path | None = None) -> dict[str, np.ndarray]:
+    """Load the pack `key` at `size` px from the cache, building it from `ds_factory()` if absent."""
+    return cached(f"{key}-{size}px", lambda: build_pack(ds_factory(), size, desc=key), directory=directory)
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ decode (any supported file or array -> RGB uint8) -> letterbox to the model's sq
 (keep aspect, zero-pad) -> normalise with the mean/std from the model's own config.
 Masks: binarise at 127, letterboxed with the same geometry. Predictions map back to the
 original pixel grid through the same `Letterbox` record. A mask-guided classifier
-(`crop_to_tumor`) first crops the image to a square around the segmenter's mask (`crop_to_tumor`).
+(`PreprocessConfig.crop_to_tumor`) first crops the image to a square around the segmenter's mask.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 
 from ..data import TUMOR_CLASSES, brisc2025, figshare, lgg
-from ..packs import build_pack, cached_pack, stratified_holdout
+from ..packs import build_pack, cached, stratified_holdout
 from .loop import TrainConfig, Trainer, default_threads
 
 
@@ -76,18 +76,24 @@ DATASETS = ("brisc2025", "lgg", "figshare")
 FIGSHARE_CLASSES = ("glioma", "meningioma", "pituitary")  # Figshare has no healthy slices
 
 
-def _packs(key: str, ds, tr: np.ndarray, va: np.ndarray, size: int, args) -> tuple[dict, dict]:
-    """Train/validation packs from rows `tr`/`va` of `ds`. With --limit, only a seeded handful of
-    rows is decoded (smoke runs, tests); otherwise the whole split is cached once."""
+def _split_packs(name: str, ds, tr: np.ndarray, va: np.ndarray, args, build) -> tuple[dict, dict]:
+    """Train/validation packs from rows `tr`/`va` of `ds`, decoded by `build(rows, desc)`. With --limit,
+    only a seeded handful of rows is decoded and nothing cached (smoke runs, tests); otherwise the
+    whole split is built once, cached as `name`, and the split taken from it."""
     if args.limit:
         rng = np.random.default_rng(args.seed)
         tr = np.sort(rng.choice(tr, size=min(args.limit, len(tr)), replace=False))
         va = np.sort(rng.choice(va, size=min(max(8, args.limit // 4), len(va)), replace=False))
         rows = np.concatenate([tr, va])
-        pack = build_pack(ds.select(rows), size, desc=f"{key} (limit {args.limit})")
+        pack = build(ds.select(rows), f"{name} (limit {args.limit})")
         return subset(pack, np.arange(len(tr))), subset(pack, np.arange(len(tr), len(rows)))
-    pack = cached_pack(key, lambda: ds, size)
+    pack = cached(name, lambda: build(ds, name))
     return subset(pack, tr), subset(pack, va)
+
+
+def _packs(key: str, ds, tr: np.ndarray, va: np.ndarray, size: int, args) -> tuple[dict, dict]:
+    """Letterboxed image (and mask) packs at `size` px."""
+    return _split_packs(f"{key}-{size}px", ds, tr, va, args, lambda rows, desc: build_pack(rows, size, desc=desc))
 
 
 def block_holdout(ids: np.ndarray, fraction: float, seed: int, block: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -148,36 +154,24 @@ def tumor_roi_packs(setup, args) -> tuple[dict, dict, list[str]]:
         raise SystemExit("--tumor-roi trains on BRISC 2025 only")
     import torch
     from ..inference import Segmenter, _model_key, default_model, resolve_model, segmenter_name
-    from ..packs import PACK_VERSION, build_tumor_roi_pack, cache_dir, load_pack, save_pack
+    from ..packs import build_tumor_roi_pack
     from ..preprocess import PreprocessConfig, Preprocessor
-    from .tasks import ARCH_CHECKPOINTS
+    from .tasks import arch_normalization
     seg_location = resolve_model(args.roi_segmenter) if args.roi_segmenter else default_model("segmenter")
     if seg_location is None:
         raise SystemExit("--tumor-roi needs a segmenter: none is shipped here, pass --roi-segmenter")
     setup.roi_segmenter = segmenter_name(seg_location) or str(seg_location)  # recorded in the model's config
     torch.set_num_threads(args.threads or default_threads())  # as training will: no oversubscribed cores
     seg = Segmenter.from_pretrained(seg_location)
-    _, mean, std = ARCH_CHECKPOINTS.get(setup.arch, (None, (0.5,) * 3, (0.5,) * 3))
+    mean, std = arch_normalization(setup.arch)
     pre = Preprocessor(PreprocessConfig(input_size=setup.input_size, mean=mean, std=std, crop_to_tumor=True))
     ds = brisc2025.load_classification(args.data_root)["train"]
     tr, va = stratified_holdout(np.asarray(ds["label"]), args.val_fraction, args.seed)
-    if args.limit:  # smoke runs decode a seeded handful of rows and cache nothing
-        rng = np.random.default_rng(args.seed)
-        tr = np.sort(rng.choice(tr, size=min(args.limit, len(tr)), replace=False))
-        va = np.sort(rng.choice(va, size=min(max(8, args.limit // 4), len(va)), replace=False))
-        rows = np.concatenate([tr, va])
-        pack = build_tumor_roi_pack(ds.select(rows), pre, seg, desc="BRISC train tumor regions")
-        return subset(pack, np.arange(len(tr))), subset(pack, np.arange(len(tr), len(rows))), list(TUMOR_CLASSES)
-    key = (f"brisc2025-cls-train-roi-{_model_key(seg_location, 'segmenter')}-t{seg.threshold}"
-           f"-c{seg.min_component_fraction}-tta{int(seg.tta)}-m{pre.config.roi_margin}-s{pre.config.roi_min_side}"
-           f"-{setup.input_size}px-v{PACK_VERSION}.npz")
-    path = cache_dir() / key
-    if path.is_file():
-        pack = load_pack(path)
-    else:
-        pack = build_tumor_roi_pack(ds, pre, seg, desc="BRISC train tumor regions")
-        save_pack(pack, path)
-    return subset(pack, tr), subset(pack, va), list(TUMOR_CLASSES)
+    name = (f"brisc2025-cls-train-roi-{_model_key(seg_location, 'segmenter')}-t{seg.threshold}"
+            f"-c{seg.min_component_fraction}-tta{int(seg.tta)}-m{pre.config.roi_margin}-s{pre.config.roi_min_side}"
+            f"-{setup.input_size}px")
+    train, val = _split_packs(name, ds, tr, va, args, lambda rows, desc: build_tumor_roi_pack(rows, pre, seg, desc=desc))
+    return train, val, list(TUMOR_CLASSES)
 
 
 def brisc_train_val(task: str, size: int, args) -> tuple[dict, dict]:

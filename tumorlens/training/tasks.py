@@ -125,6 +125,12 @@ ARCH_CHECKPOINTS = {  # timm architecture -> shipped ImageNet checkpoint and its
 }
 
 
+def arch_normalization(arch: str) -> tuple[tuple, tuple]:
+    """(mean, std) the architecture's ImageNet checkpoint was trained with ((0.5,)*3 when unknown)."""
+    _, mean, std = ARCH_CHECKPOINTS.get(arch, (None, (0.5,) * 3, (0.5,) * 3))
+    return mean, std
+
+
 @dataclass
 class ClassificationSetup:
     arch: str = "tf_efficientnet_lite0"
@@ -144,7 +150,7 @@ class ClassificationTask:
                  setup: ClassificationSetup | None = None, aug: AugmentConfig | None = None):
         self.setup = setup or ClassificationSetup()
         self.aug = aug or AugmentConfig(rotate_deg=12.0, scale=(0.85, 1.15), translate=0.08)
-        _, mean, std = ARCH_CHECKPOINTS.get(self.setup.arch, (None, (0.5,) * 3, (0.5,) * 3))
+        mean, std = arch_normalization(self.setup.arch)
         self.preprocess = PreprocessConfig(input_size=self.setup.input_size, mean=mean, std=std,
                                            crop_to_tumor=self.setup.crop_to_tumor,
                                            roi_segmenter=self.setup.roi_segmenter)
