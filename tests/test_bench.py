@@ -60,7 +60,7 @@ def test_lgg_packs_are_patient_wise():
 
 
 def _fake_fold(kind, fold, n, correct_or_dice):
-    base = {"made": {"when": "2026-11-23T00:00:00+00:00", "command": "x"},
+    base = {"made": {"when": "2026-11-23T00:00:00+00:00", "command": "x"}, "init": "test start",
             "training": {"epochs": 1, "best_epoch": 1, "train_seconds": 1.0, "hardware": {"cpu": "test"}}}
     if kind == "classifier":
         cm = np.zeros((3, 3), int)
@@ -118,3 +118,104 @@ def test_bench_runs_end_to_end_on_a_subset(tmp_path, capsys):
         assert (out / plot).stat().st_size > 1000
     assert sorted(p.name for p in (tmp_path / "cases" / "brisc").iterdir()) == ["best.png", "worst.png"]
     assert "TumorLens benchmark" in capsys.readouterr().out
+
+
+# -- the BRISC-minus-Figshare start ------------------------------------------------------------
+
+def _plant_figshare_slice_in_brisc_train(brisc_root, figshare_root) -> str:
+    """Copy a Figshare slice into BRISC train as BRISC did (resized, re-encoded JPEG); its name."""
+    from PIL import Image
+    name = "brisc2025_train_09999_gl_ax_t1.jpg"
+    im = Image.open(figshare_root / "images" / "1.jpg").convert("L").resize((300, 300), Image.BILINEAR)
+    im.save(brisc_root / "classification_task" / "train" / "glioma" / name, quality=90)
+    return name
+
+
+@pytest.fixture
+def trees_with_a_shared_slice(data_home, tmp_path, monkeypatch):
+    from conftest import build_brisc_tree, build_figshare_tree
+    from tumorlens import audit
+    monkeypatch.setenv(audit.CACHE_ENV, str(tmp_path / "audit-cache"))
+    root = tmp_path / "data"
+    build_brisc_tree(data_home, root / "brisc2025")
+    build_figshare_tree(data_home, root / "figshare")
+    return root, _plant_figshare_slice_in_brisc_train(root / "brisc2025", root / "figshare")
+
+
+def test_brisc_training_leaves_out_the_images_the_audit_finds_in_figshare(trees_with_a_shared_slice):
+    from tumorlens import audit
+    root, planted = trees_with_a_shared_slice
+    assert audit.brisc_train_overlap("figshare", root, progress=False) == {planted}
+    assert audit.brisc_train_overlap("figshare", root / "brisc2025", progress=False) == {planted}
+    with pytest.raises(ValueError):
+        audit.brisc_train_overlap("brisc2025", root)
+
+    args = _args(data_root=str(root / "brisc2025"), exclude_duplicates_of="figshare")
+    tr, va, _ = train_val_packs("classification", 64, args)
+    kept = set(tr["file_names"]) | set(va["file_names"])
+    everything = set(train_val_packs("classification", 64, _args(data_root=str(root / "brisc2025")))[0]["file_names"])
+    assert planted not in kept and planted in everything | set(
+        train_val_packs("classification", 64, _args(data_root=str(root / "brisc2025")))[1]["file_names"])
+    assert args.training_data["excluded_duplicates_of"] == "figshare"
+    assert args.training_data["n_excluded"] == 1 and args.training_data["n_kept"] == len(kept)
+
+
+def test_a_classifier_start_keeps_the_head_rows_of_figshares_classes():
+    from tumorlens.models import load_classifier
+    from tumorlens.training.cli import init_state_from
+    shipped = "models/tumorlens-efficientnet-lite0-brisc2025"
+    model, _, labels = load_classifier(shipped)
+    head = model.pretrained_cfg["classifier"]
+    state = init_state_from(shipped, "classifier", list(FIGSHARE_CLASSES))
+    rows = [labels.index(c) for c in FIGSHARE_CLASSES]
+    assert torch_equal(state[f"{head}.weight"], model.state_dict()[f"{head}.weight"].float()[rows])
+    assert torch_equal(state[f"{head}.bias"], model.state_dict()[f"{head}.bias"].float()[rows])
+    with pytest.raises(SystemExit, match="no head"):
+        init_state_from(shipped, "classifier", ["glioma", "astrocytoma"])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+    return torch.equal(a, b)
+
+
+def test_a_model_that_saw_figshare_slices_cannot_start_a_fold():
+    with pytest.raises(SystemExit, match="exclude-duplicates-of figshare"):
+        figshare_cv.checked_start("models/tumorlens-efficientnet-lite0-brisc2025")
+
+
+def test_a_tiny_brisc_start_is_trained_without_figshare_and_starts_a_fold(trees_with_a_shared_slice, tmp_path):
+    root, _ = trees_with_a_shared_slice
+    tiny = ["--limit", "12", "--max-steps", "1", "--batch-size", "4"]
+    folder, start = figshare_cv.train_start("classifier", run_root=tmp_path / "runs", epochs=1, threads=2,
+                                            data_root=root, extra_argv=tiny)
+    assert start["data"]["n_excluded"] == 1 and "--exclude-duplicates-of figshare" in start["command"]
+    assert figshare_cv.train_start("classifier", run_root=tmp_path / "runs", data_root=root)[0] == folder  # reused
+    out = figshare_cv.results_dir(tmp_path / "out", "brisc")
+    r = figshare_cv.run_fold("classifier", 2, run_root=tmp_path / "runs", out_dir=out, epochs=1, threads=2,
+                             extra_argv=tiny, start=start)
+    stored = json.loads((out / "fold2-classifier.json").read_text())
+    assert f"--init-from {folder}" in stored["made"]["command"] and stored["start"]["model"] == str(folder)
+    assert stored["init"].startswith("BRISC-trained classifier with the 1 BRISC train images")
+    assert "--start brisc" in stored["made"]["rerun"] and r["class_names"] == list(FIGSHARE_CLASSES)
+
+
+def test_the_figshare_headline_is_the_brisc_start_only_once_all_its_folds_are_stored(tmp_path):
+    from tumorlens.bench.report import write_markdown
+    from tumorlens.bench.run import figshare_section
+    brisc_dir = figshare_cv.results_dir(tmp_path, "brisc")
+    brisc_dir.mkdir()
+    for fold in range(1, 6):
+        (tmp_path / f"fold{fold}-classifier.json").write_text(json.dumps(_fake_fold("classifier", fold, 100, 90)))
+    for fold in range(1, 5):
+        (brisc_dir / f"fold{fold}-classifier.json").write_text(json.dumps(_fake_fold("classifier", fold, 100, 95)))
+    f = figshare_section(tmp_path)
+    assert f["classification"]["start"] == "imagenet" and f["classification"]["accuracy"] == pytest.approx(0.9)
+    assert f["starts"]["brisc"]["classification"]["folds"] == [1, 2, 3, 4] and "segmentation" not in f
+    (brisc_dir / "fold5-classifier.json").write_text(json.dumps(_fake_fold("classifier", 5, 100, 95)))
+    f = figshare_section(tmp_path)
+    assert f["classification"]["start"] == "brisc" and f["classification"]["accuracy"] == pytest.approx(0.95)
+    results = {**json.loads(open("benchmarks/results.json").read()), "figshare": f}
+    md = write_markdown(results, tmp_path / "results.md").read_text()
+    assert "| brisc | 3-class accuracy (folds [1, 2, 3, 4, 5], n=500) | **95.00%** |" in md
+    assert "| imagenet | 3-class accuracy (folds [1, 2, 3, 4, 5], n=500) | 90.00% |" in md

@@ -90,6 +90,9 @@ HASH_SIZE = 8
 HASH_BITS = HASH_SIZE * HASH_SIZE - 1  # the DC term is left out
 MAX_HAMMING = 14
 MIN_CORRELATION = 0.975
+# Leaving training images out is cheaper to overdo than to underdo: a looser bar also drops the
+# neighbouring slices of a shared patient (<= 0.9685 seen), still above distinct patients (max 0.935).
+EXCLUSION_MIN_CORRELATION = 0.90
 MIN_CONTENT_STD = 5.0
 DETAIL_SIGMA = 1.5
 STRETCH_PERCENTILE = 99.5
@@ -573,6 +576,27 @@ def brisc_test_leaks(data_root: str | Path | None = None, *, max_hamming: int = 
     pairs = find_duplicates([c.fps[k] for k in itrain], [c.fps[k] for k in itest],
                             max_hamming=max_hamming, min_correlation=min_correlation)
     return {c.file_names[itest[p["index_b"]]] for p in pairs}
+
+
+def brisc_train_overlap(other: str, data_root: str | Path | None = None, *, max_hamming: int = MAX_HAMMING,
+                        min_correlation: float = EXCLUSION_MIN_CORRELATION, cache: bool | str | Path = True,
+                        progress: bool = True) -> set[str]:
+    """File names of BRISC *train* images that duplicate, or nearly duplicate, any image of dataset
+    `other` (at the looser EXCLUSION_MIN_CORRELATION by default). Leave them out of BRISC training
+    before a BRISC-trained model is scored on, or used as the start for, `other`.
+    data_root: the BRISC root or the folder holding brisc2025/ and `other`/."""
+    if other not in DATASET_NAMES or other == "brisc2025":
+        raise ValueError(f"other must be one of {[n for n in DATASET_NAMES if n != 'brisc2025']}, not {other!r}")
+    parent = data_root
+    if data_root is not None and (Path(data_root).expanduser() / "classification_task").is_dir():
+        parent = Path(data_root).expanduser().parent  # given the BRISC root itself
+    store = _as_store(cache)
+    brisc = _load_collection("brisc2025", parent, store, progress)
+    rest = _load_collection(other, parent, store, progress)
+    itrain = brisc.groups["train"]
+    pairs = find_duplicates([brisc.fps[k] for k in itrain], rest.fps,
+                            max_hamming=max_hamming, min_correlation=min_correlation)
+    return {brisc.file_names[itrain[p["index_a"]]] for p in pairs}
 
 
 # --------------------------------------------------------------------------- calibration

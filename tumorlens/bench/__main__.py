@@ -4,8 +4,9 @@
     python -m tumorlens.bench --subset 16 --out /tmp/bench # a quick end-to-end check (CI)
     python -m tumorlens.bench --sections speed             # one section
 
-Figshare cross-validation is read from benchmarks/figshare_cv/ (training 10 models does not fit one
-CPU session); `python -m tumorlens.bench.figshare_cv` re-runs those folds."""
+Figshare cross-validation is read from benchmarks/figshare_cv/ (ImageNet start) and its brisc-start/
+subfolder (training 10 models does not fit one CPU session); `python -m tumorlens.bench.figshare_cv
+[--start brisc]` re-runs those folds."""
 
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def main(argv=None) -> int:
                    help="keep the other sections of an existing results.json (e.g. re-time speed on a quiet machine)")
     args = p.parse_args(argv)
     try:
-        results = run_bench(args.out, data_root=args.data_root, limit=args.subset, speed_runs=args.speed_runs,
-                            sections=args.sections, figshare_results=args.figshare_results,
-                            cases_dir=None if args.no_cases else args.cases_dir, argv=argv, merge=args.merge)
+        run_bench(args.out, data_root=args.data_root, limit=args.subset, speed_runs=args.speed_runs,
+                  sections=args.sections, figshare_results=args.figshare_results,
+                  cases_dir=None if args.no_cases else args.cases_dir, argv=argv, merge=args.merge)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,13 +1,18 @@
 """Figshare 5-fold cross-validation over the author's patient-wise folds (cvind5fold.mat).
 
-Each fold trains a classifier (3 classes) and a segmenter from ImageNet weights on the other four
-folds, with the same recipes as the shipped models, and scores the held-out fold. BRISC-trained
-weights are not used as a start: BRISC train holds ~1,600 Figshare slices (see the audit), so a
-BRISC start would have seen test folds. Training is slow on a CPU, so each fold's result is stored
-in benchmarks/figshare_cv/ with how, where and when it was made, and the bench reads those files;
-this module re-runs them:
+Each fold trains a classifier (3 classes) and a segmenter on the other four folds, with the same
+recipes as the shipped models, and scores the held-out fold. Two starts, stored apart:
 
-    python -m tumorlens.bench.figshare_cv --folds 1 2 3 4 5 --kinds classifier segmenter
+- `imagenet` (benchmarks/figshare_cv/): the checksum-verified ImageNet checkpoints;
+- `brisc` (benchmarks/figshare_cv/brisc-start/): a BRISC model trained for this purpose with every
+  BRISC train image the audit finds in Figshare left out (`--exclude-duplicates-of figshare`; the
+  shipped BRISC models saw ~1,500 Figshare slices, so they may not start a fold). The start is
+  trained once (under --run-root) and each fold fine-tunes from it.
+
+Training is slow on a CPU, so each fold's result is stored with how, where and when it was made,
+and the bench reads those files; this module re-runs them:
+
+    python -m tumorlens.bench.figshare_cv --start brisc --folds 1 2 3 4 5 --kinds classifier segmenter
 """
 
 from __future__ import annotations
@@ -26,7 +31,55 @@ from ..models import EVAL_NAME, TRAINING_INFO_NAME
 
 KINDS = ("classifier", "segmenter")
 DEFAULT_EPOCHS = {"classifier": 5, "segmenter": 4}
+START_EPOCHS = {"classifier": 8, "segmenter": 8}  # the BRISC-minus-Figshare start, trained once per kind
 RESULTS_DIR = Path("benchmarks") / "figshare_cv"
+STARTS = ("imagenet", "brisc")
+IMAGENET_INIT = "ImageNet (checksum-verified shipped checkpoint); no BRISC-trained weights"
+
+
+def results_dir(root: Path, start: str) -> Path:
+    """Where a start's fold results live: the ImageNet ones at the root, the BRISC-start ones beside."""
+    return Path(root) if start == "imagenet" else Path(root) / f"{start}-start"
+
+
+def start_argv(kind: str, run_dir: Path, epochs: int, threads: int | None, data_root) -> list[str]:
+    argv = ["--exclude-duplicates-of", "figshare", "--run-dir", str(run_dir), "--out", str(run_dir / "model"),
+            "--epochs", str(epochs), "--patience", str(epochs), "--skip-eval"]
+    if threads:
+        argv += ["--threads", str(threads)]
+    if data_root:
+        argv += ["--data-root", str(Path(data_root).expanduser() / "brisc2025")]
+    return argv
+
+
+def checked_start(folder: Path) -> dict:
+    """The start's training record; refuses a model that saw Figshare slices."""
+    info_path = Path(folder) / TRAINING_INFO_NAME
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    data = info.get("data") or {}
+    if data.get("dataset") != "brisc2025" or data.get("excluded_duplicates_of") != "figshare":
+        raise SystemExit(f"{folder} cannot start a Figshare fold: its training did not leave out the BRISC "
+                         f"images that duplicate Figshare slices (train it with --exclude-duplicates-of figshare)")
+    return info
+
+
+def train_start(kind: str, *, run_root: Path, epochs: int | None = None, threads: int | None = None,
+                data_root=None, extra_argv: list[str] = ()) -> tuple[Path, dict]:
+    """Train (or resume, or reuse) the BRISC-minus-Figshare start for `kind`; (its folder, provenance)."""
+    from ..training.recipes import train_classifier, train_segmenter
+    epochs = epochs or START_EPOCHS[kind]
+    run_dir = Path(run_root) / f"brisc-start-{kind}"
+    argv = start_argv(kind, run_dir, epochs, threads, data_root) + list(extra_argv)
+    folder = run_dir / "model"
+    if not (folder / TRAINING_INFO_NAME).is_file():
+        folder = (train_segmenter if kind == "segmenter" else train_classifier)(argv)
+        if folder is None:
+            raise RuntimeError(f"the BRISC start for the {kind}: training stopped before the schedule ended; re-run to resume")
+    info = checked_start(folder)
+    script = "train/train_segmenter.py" if kind == "segmenter" else "train/train_classifier.py"
+    return folder, {"model": str(folder), "command": f"python {script} " + shlex.join(argv),
+                    "epochs": info.get("epochs_done"), "best_epoch": info.get("best_epoch"),
+                    "train_seconds": info.get("train_seconds"), "data": info["data"], "val_metrics": info.get("val_metrics")}
 
 
 def result_path(out_dir: Path, kind: str, fold: int) -> Path:
@@ -44,12 +97,16 @@ def train_argv(kind: str, fold: int, run_dir: Path, epochs: int, threads: int | 
 
 
 def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DIR, epochs: int | None = None,
-             threads: int | None = None, data_root=None, extra_argv: list[str] = ()) -> dict:
-    """Train (or resume) one fold, score it, and store the compact result with its provenance."""
+             threads: int | None = None, data_root=None, extra_argv: list[str] = (), start: dict | None = None) -> dict:
+    """Train (or resume) one fold, score it, and store the compact result with its provenance.
+    start: None for ImageNet weights, or train_start's provenance of a BRISC-minus-Figshare model."""
     from ..training.recipes import train_classifier, train_segmenter
     epochs = epochs or DEFAULT_EPOCHS[kind]
-    run_dir = Path(run_root) / f"fold{fold}-{kind}"
+    run_dir = Path(run_root) / (f"fold{fold}-{kind}" if start is None else f"brisc-start-fold{fold}-{kind}")
     argv = train_argv(kind, fold, run_dir, epochs, threads, data_root) + list(extra_argv)
+    if start is not None:
+        checked_start(start["model"])
+        argv += ["--init-from", str(start["model"])]
     script = "train/train_segmenter.py" if kind == "segmenter" else "train/train_classifier.py"
     t0 = time.time()
     model = (train_segmenter if kind == "segmenter" else train_classifier)(argv)
@@ -61,14 +118,18 @@ def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DI
     result = {
         **ev,
         "kind": kind,
-        "init": "ImageNet (checksum-verified shipped checkpoint); no BRISC-trained weights",
+        "init": IMAGENET_INIT if start is None else
+                (f"BRISC-trained {kind} with the {start['data']['n_excluded']} BRISC train images the audit finds "
+                 f"in Figshare left out ({start['data']['n_kept']} kept)"),
+        "start": start,
         "training": {"epochs": epochs, "best_epoch": info.get("best_epoch"), "train_seconds": info.get("train_seconds"),
                      "val_metrics": info.get("val_metrics"), "hardware": info.get("hardware"),
                      "validation": "id blocks of 40 slices held out from the training folds (patients kept together)"},
         "made": {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  "wall_seconds": round(time.time() - t0, 1),
                  "command": f"python {script} " + shlex.join(argv),
-                 "rerun": f"python -m tumorlens.bench.figshare_cv --folds {fold} --kinds {kind} --epochs {epochs}"},
+                 "rerun": f"python -m tumorlens.bench.figshare_cv --start {'imagenet' if start is None else 'brisc'} "
+                          f"--folds {fold} --kinds {kind} --epochs {epochs}"},
     }
     path = result_path(out_dir, kind, fold)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,24 +179,31 @@ def summarize(results: dict[str, dict[int, dict]]) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tumorlens.bench.figshare_cv", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--start", choices=STARTS, default="imagenet",
+                   help="initial weights of every fold: ImageNet, or BRISC trained without Figshare's slices")
     p.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6))
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--epochs", type=int, help="epochs per fold (default: classifier 5, segmenter 4)")
+    p.add_argument("--start-epochs", type=int, help="epochs of the BRISC start (default 8)")
     p.add_argument("--run-root", type=Path, default=Path("runs/figshare_cv"), help="checkpoints; re-running resumes")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root (a BRISC start's go in a subfolder)")
     p.add_argument("--threads", type=int)
-    p.add_argument("--data-root")
+    p.add_argument("--data-root", help="folder holding brisc2025/ and figshare/")
     p.add_argument("--skip-done", action="store_true", help="leave folds that already have a stored result")
     args = p.parse_args(argv)
-    for fold in args.folds:
-        for kind in args.kinds:
-            if args.skip_done and result_path(args.out, kind, fold).is_file():
-                continue
-            r = run_fold(kind, fold, run_root=args.run_root, out_dir=args.out, epochs=args.epochs,
-                         threads=args.threads, data_root=args.data_root)
+    out = results_dir(args.out, args.start)
+    for kind in args.kinds:
+        todo = [f for f in args.folds if not (args.skip_done and result_path(out, kind, f).is_file())]
+        start = None
+        if todo and args.start == "brisc":
+            _, start = train_start(kind, run_root=args.run_root, epochs=args.start_epochs, threads=args.threads,
+                                   data_root=args.data_root)
+        for fold in todo:
+            r = run_fold(kind, fold, run_root=args.run_root, out_dir=out, epochs=args.epochs, threads=args.threads,
+                         data_root=args.data_root and Path(args.data_root).expanduser() / "figshare", start=start)
             score = f"accuracy {r['accuracy']:.4f}" if kind == "classifier" else f"Dice {r['dice_mean']:.4f}"
-            print(f"fold {fold} {kind}: {score}", flush=True)
-    print(json.dumps(summarize(load_results(args.out)), indent=1))
+            print(f"fold {fold} {kind} ({args.start} start): {score}", flush=True)
+    print(json.dumps(summarize(load_results(out)), indent=1))
     return 0
 
 

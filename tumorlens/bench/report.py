@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .seeds import TARGETS
 
 
 def _plt():
@@ -82,7 +81,8 @@ def plot_all(results: dict, out: Path) -> list[Path]:
     fs = (results.get("figshare") or {}).get("classification")
     if fs:
         made.append(plot_confusion(fs["confusion_matrix"], fs["class_names"],
-                                   f"Figshare 5-fold CV (folds {fs['folds']}): {fs['accuracy'] * 100:.2f}%",
+                                   f"Figshare 5-fold CV, {fs.get('start', 'imagenet')} start (folds {fs['folds']}): "
+                                   f"{fs['accuracy'] * 100:.2f}%",
                                    out / "figshare_confusion.png"))
     panels = []
     seg = (results.get("brisc") or {}).get("segmentation")
@@ -222,20 +222,31 @@ def write_markdown(results: dict, path: Path) -> Path:
     f = results.get("figshare") or {}
     if f:
         L += ["", "## Figshare (Cheng et al.): patient-wise 5-fold cross-validation", "",
-              f"{f['protocol']}. Start: {f['init']}. Stored per fold in `{f['stored_in']}` "
-              f"(made {', '.join(sorted(set(w[:10] for w in f['when']))) or 'never'}); re-run with `{f['rerun']}`.", ""]
-        c, s = f.get("classification"), f.get("segmentation")
-        L += ["| | ours | per fold | seed |", "|---|---|---|---|"]
-        if c:
-            L.append(f"| 3-class accuracy (folds {c['folds']}, n={c['n']}) | {_f(c['accuracy'], True)} | "
-                     + ", ".join(_f(v, True) for v in c["accuracy_per_fold"].values())
-                     + f" | {seeds['figshare_classification'][0]['system']}: "
-                       f"{_f(seeds['figshare_classification'][0]['accuracy'], True)} |")
-        if s:
-            L.append(f"| mean Dice (folds {s['folds']}, n={s['n']}) | {_f(s['dice_mean'])} | "
-                     + ", ".join(_f(v) for v in s["dice_mean_per_fold"].values()) + " | |")
-        if not (c or s):
-            L.append("| no fold has been run yet | | | |")
+              f"{f['protocol']}. Headline (bold): {f.get('headline_rule', '')}.", "",
+              "| start | task | ours | per fold | seed |", "|---|---|---|---|---|"]
+        for name, st in (f.get("starts") or {}).items():
+            for task, label in (("classification", "3-class accuracy"), ("segmentation", "mean Dice")):
+                r = st.get(task)
+                if not r:
+                    continue
+                pct = task == "classification"
+                value = _f(r["accuracy"] if pct else r["dice_mean"], pct)
+                if (f.get(task) or {}).get("start") == name:
+                    value = f"**{value}**"
+                per_fold = r["accuracy_per_fold"] if pct else r["dice_mean_per_fold"]
+                seed = (f"{seeds['figshare_classification'][0]['system']}: "
+                        f"{_f(seeds['figshare_classification'][0]['accuracy'], True)}") if pct else ""
+                L.append(f"| {name} | {label} (folds {r['folds']}, n={r['n']}) | {value} | "
+                         + ", ".join(_f(v, pct) for v in per_fold.values()) + f" | {seed} |")
+        if not (f.get("classification") or f.get("segmentation")):
+            L.append("| no fold has been run yet | | | | |")
+        L.append("")
+        for name, st in (f.get("starts") or {}).items():
+            if st.get("per_fold"):
+                L.append(f"- {name} start: {st['init']}. Stored in `{st['stored_in']}` (made "
+                         f"{', '.join(sorted(set(w[:10] for w in st['when'])))}); re-run with `{st['rerun']}`.")
+                for kind, tr in (st.get("starts_trained") or {}).items():
+                    L.append(f"  The {kind} start: `{tr['command']}` ({tr['epochs']} epochs, {tr['train_seconds']} s).")
     g = results.get("lgg") or {}
     if g and not g.get("missing"):
         L += ["", "## LGG kaggle_3m (patient-wise test split)", "",

@@ -45,6 +45,9 @@ def add_common_args(p: argparse.ArgumentParser, *, defaults: dict) -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--random-init", action="store_true", help="do not start from ImageNet weights")
     p.add_argument("--init-from", help="fine-tune from a published model (local folder or Hub repo id)")
+    p.add_argument("--exclude-duplicates-of", choices=[d for d in DATASETS if d != "brisc2025"],
+                   help="BRISC only: leave out every train image the audit finds in this dataset, so the model "
+                        "can be scored on it or start its cross-validation folds")
     p.add_argument("--no-finalize", action="store_true", help="stop after training; skip export/eval/card")
     p.add_argument("--skip-eval", action="store_true", help="export without scoring on the test set")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
@@ -107,6 +110,25 @@ def block_holdout(ids: np.ndarray, fraction: float, seed: int, block: int = 40) 
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
+def brisc_rows_kept(ds, args) -> np.ndarray:
+    """Rows of BRISC train to use: all, or (--exclude-duplicates-of D) those the audit does not find in
+    dataset D. What was left out is recorded in args.training_data for the model's training_info."""
+    other = getattr(args, "exclude_duplicates_of", None)
+    if not other:
+        return np.arange(len(ds))
+    from ..audit import EXCLUSION_MIN_CORRELATION, MAX_HAMMING, brisc_train_overlap
+    if args.dataset != "brisc2025":
+        raise SystemExit("--exclude-duplicates-of applies to --dataset brisc2025")
+    dropped = brisc_train_overlap(other, args.data_root)
+    keep = np.flatnonzero(~np.isin(np.asarray(ds["file_name"]), sorted(dropped)))
+    args.training_data = {
+        "excluded_duplicates_of": other, "n_excluded": int(len(ds) - len(keep)), "n_kept": int(len(keep)),
+        "audit": f"tumorlens.audit.brisc_train_overlap: pHash Hamming <= {MAX_HAMMING} and thumbnail "
+                 f"correlation >= {EXCLUSION_MIN_CORRELATION} against every {other} image"}
+    print(f"left out {len(ds) - len(keep)} BRISC train images that the audit finds in {other}", flush=True)
+    return keep
+
+
 def train_val_packs(task: str, size: int, args) -> tuple[dict, dict, list[str] | None]:
     """(train pack, validation pack, class names) for --dataset; the scored test data never enters.
     - brisc2025: official train, split by class into train/validation (seeded);
@@ -120,8 +142,9 @@ def train_val_packs(task: str, size: int, args) -> tuple[dict, dict, list[str] |
         else:
             key = "brisc2025-cls-train"
             ds = brisc2025.load_classification(args.data_root)["train"]
-        tr, va = stratified_holdout(np.asarray(ds["label"]), args.val_fraction, args.seed)
-        return (*_packs(key, ds, tr, va, size, args), list(TUMOR_CLASSES))
+        keep = brisc_rows_kept(ds, args)
+        tr, va = stratified_holdout(np.asarray(ds["label"])[keep], args.val_fraction, args.seed)
+        return (*_packs(key, ds, keep[tr], keep[va], size, args), list(TUMOR_CLASSES))
     if dataset == "lgg":
         if task != "segmentation":
             raise SystemExit("LGG has no tumor-type labels; train a segmenter on it")
@@ -179,17 +202,32 @@ def brisc_train_val(task: str, size: int, args) -> tuple[dict, dict]:
     return train_val_packs(task, size, args)[:2]
 
 
-def init_state_from(name_or_path: str | None, kind: str) -> dict | None:
+def init_state_from(name_or_path: str | None, kind: str, label_names: list[str] | None = None) -> dict | None:
+    """Weights of a published model to start from. A classifier whose classes differ (BRISC's 4 ->
+    Figshare's 3) keeps the head rows of the classes the new task has, in the new order."""
     if not name_or_path:
         return None
     from ..models import load_classifier, load_segmenter
-    model = load_segmenter(name_or_path)[0] if kind == "segmenter" else load_classifier(name_or_path)[0]
-    return {k: v.float() for k, v in model.state_dict().items()}
+    if kind == "segmenter":
+        return {k: v.float() for k, v in load_segmenter(name_or_path)[0].state_dict().items()}
+    model, _, labels = load_classifier(name_or_path)
+    state = {k: v.float() for k, v in model.state_dict().items()}
+    if label_names is not None and list(labels) != list(label_names):
+        missing = [n for n in label_names if n not in labels]
+        if missing:
+            raise SystemExit(f"--init-from {name_or_path}: it has no head for {missing} (its classes: {labels})")
+        rows = [list(labels).index(n) for n in label_names]
+        head = model.pretrained_cfg["classifier"]
+        for key in (f"{head}.weight", f"{head}.bias"):
+            state[key] = state[key][rows]
+    return state
 
 
 def run(task, args, kind: str) -> Path | None:
     cfg = train_config(args)
-    trainer = Trainer(task, cfg, args.run_dir, init_state=init_state_from(args.init_from, kind))
+    data = {"dataset": args.dataset, "fold": args.fold, "n_train": task.num_train(), "n_val": len(next(iter(task.val.values()))),
+            "init_from": args.init_from, **getattr(args, "training_data", {})}
+    trainer = Trainer(task, cfg, args.run_dir, init_state=init_state_from(args.init_from, kind, getattr(task, "label_names", None)), data_info=data)
     (args.run_dir / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
     state = trainer.fit()
     if args.no_finalize or not state.get("done"):

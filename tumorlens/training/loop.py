@@ -84,8 +84,10 @@ def to_channels_last(batch: dict) -> dict:
 
 
 class Trainer:
-    def __init__(self, task: Task, cfg: TrainConfig, run_dir: str | Path, *, init_state: dict | None = None):
+    def __init__(self, task: Task, cfg: TrainConfig, run_dir: str | Path, *, init_state: dict | None = None,
+                 data_info: dict | None = None):
         self.task, self.cfg, self.run_dir = task, cfg, Path(run_dir)
+        self.data_info = data_info or {}  # what it trains on, recorded with the model
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -142,7 +144,7 @@ class Trainer:
         tqdm.write(json.dumps(record))
 
     def run_info(self) -> dict:
-        return {"task": self.task.name, "train_config": asdict(self.cfg), "hardware": self.hardware,
+        return {"task": self.task.name, "train_config": asdict(self.cfg), "hardware": self.hardware, "data": self.data_info,
                 "epochs_done": self.state["epoch"], "global_step": self.state["global_step"],
                 "train_seconds": round(self.state["train_seconds"], 1), "best_epoch": self.state["best_epoch"]}
 
