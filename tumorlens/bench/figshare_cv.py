@@ -97,13 +97,16 @@ def train_argv(kind: str, fold: int, run_dir: Path, epochs: int, threads: int | 
 
 
 def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DIR, epochs: int | None = None,
-             threads: int | None = None, data_root=None, extra_argv: list[str] = (), start: dict | None = None) -> dict:
+             threads: int | None = None, data_root=None, extra_argv: list[str] = (), start: dict | None = None,
+             lr: float | None = None) -> dict:
     """Train (or resume) one fold, score it, and store the compact result with its provenance.
     start: None for ImageNet weights, or train_start's provenance of a BRISC-minus-Figshare model."""
     from ..training.recipes import train_classifier, train_segmenter
     epochs = epochs or DEFAULT_EPOCHS[kind]
     run_dir = Path(run_root) / (f"fold{fold}-{kind}" if start is None else f"brisc-start-fold{fold}-{kind}")
     argv = train_argv(kind, fold, run_dir, epochs, threads, data_root) + list(extra_argv)
+    if lr:
+        argv += ["--lr", str(lr)]
     if start is not None:
         checked_start(start["model"])
         argv += ["--init-from", str(start["model"])]
@@ -129,7 +132,7 @@ def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DI
                  "wall_seconds": round(time.time() - t0, 1),
                  "command": f"python {script} " + shlex.join(argv),
                  "rerun": f"python -m tumorlens.bench.figshare_cv --start {'imagenet' if start is None else 'brisc'} "
-                          f"--folds {fold} --kinds {kind} --epochs {epochs}"},
+                          f"--folds {fold} --kinds {kind} --epochs {epochs}" + (f" --{kind}-lr {lr}" if lr else "")},
     }
     path = result_path(out_dir, kind, fold)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,6 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--epochs", type=int, help="epochs per fold (default: classifier 5, segmenter 4)")
     p.add_argument("--start-epochs", type=int, help="epochs of the BRISC start (default 8)")
+    p.add_argument("--classifier-lr", type=float, help="peak learning rate of the classifier folds (default: the recipe's)")
+    p.add_argument("--segmenter-lr", type=float, help="peak learning rate of the segmenter folds (default: the recipe's)")
     p.add_argument("--run-root", type=Path, default=Path("runs/figshare_cv"), help="checkpoints; re-running resumes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root (a BRISC start's go in a subfolder)")
     p.add_argument("--threads", type=int)
@@ -200,7 +205,8 @@ def main(argv=None) -> int:
                                    data_root=args.data_root)
         for fold in todo:
             r = run_fold(kind, fold, run_root=args.run_root, out_dir=out, epochs=args.epochs, threads=args.threads,
-                         data_root=args.data_root and Path(args.data_root).expanduser() / "figshare", start=start)
+                         data_root=args.data_root and Path(args.data_root).expanduser() / "figshare", start=start,
+                         lr=getattr(args, f"{kind}_lr"))
             score = f"accuracy {r['accuracy']:.4f}" if kind == "classifier" else f"Dice {r['dice_mean']:.4f}"
             print(f"fold {fold} {kind} ({args.start} start): {score}", flush=True)
     print(json.dumps(summarize(load_results(out)), indent=1))
