@@ -246,7 +246,8 @@ def write_markdown(results: dict, path: Path) -> Path:
                 L.append(f"- {name} start: {st['init']}. Stored in `{st['stored_in']}` (made "
                          f"{', '.join(sorted(set(w[:10] for w in st['when'])))}); re-run with `{st['rerun']}`.")
                 for kind, tr in (st.get("starts_trained") or {}).items():
-                    L.append(f"  The {kind} start: `{tr['command']}` ({tr['epochs']} epochs, {tr['train_seconds']} s).")
+                    L.append(f"  The {kind} start: `{tr['command']}` ({tr['epochs']} epochs, best {tr['best_epoch']}; "
+                             f"{tr['train_seconds']} s to its best checkpoint).")
     g = results.get("lgg") or {}
     if g and not g.get("missing"):
         L += ["", "## LGG kaggle_3m (patient-wise test split)", "",
