@@ -45,6 +45,14 @@ def results_dir(root: Path, start: str) -> Path:
     return Path(root) if start == "imagenet" else Path(root) / f"{start}-start"
 
 
+def recipe(kind: str):
+    """(training function, the script that runs it) for `kind`."""
+    from ..training.recipes import train_classifier, train_segmenter
+    if kind == "segmenter":
+        return train_segmenter, "train/train_segmenter.py"
+    return train_classifier, "train/train_classifier.py"
+
+
 def start_argv(kind: str, run_dir: Path, epochs: int, threads: int | None, data_root) -> list[str]:
     argv = ["--exclude-duplicates-of", "figshare", "--run-dir", str(run_dir), "--out", str(run_dir / "model"),
             "--epochs", str(epochs), "--patience", str(epochs), "--skip-eval"]
@@ -69,17 +77,16 @@ def checked_start(folder: Path) -> dict:
 def train_start(kind: str, *, run_root: Path, epochs: int | None = None, threads: int | None = None,
                 data_root=None, extra_argv: list[str] = ()) -> tuple[Path, dict]:
     """Train (or resume, or reuse) the BRISC-minus-Figshare start for `kind`; (its folder, provenance)."""
-    from ..training.recipes import train_classifier, train_segmenter
+    train, script = recipe(kind)
     epochs = epochs or START_EPOCHS[kind]
     run_dir = Path(run_root) / f"brisc-start-{kind}"
     argv = start_argv(kind, run_dir, epochs, threads, data_root) + list(extra_argv)
     folder = run_dir / "model"
     if not (folder / TRAINING_INFO_NAME).is_file():
-        folder = (train_segmenter if kind == "segmenter" else train_classifier)(argv)
+        folder = train(argv)
         if folder is None:
             raise RuntimeError(f"the BRISC start for the {kind}: training stopped before the schedule ended; re-run to resume")
     info = checked_start(folder)
-    script = "train/train_segmenter.py" if kind == "segmenter" else "train/train_classifier.py"
     return folder, {"model": str(folder), "command": f"python {script} " + shlex.join(argv),
                     "epochs": (info.get("train_config") or {}).get("epochs"), "best_epoch": info.get("best_epoch"),
                     "train_seconds": info.get("train_seconds"), "data": info["data"], "val_metrics": info.get("val_metrics")}
@@ -104,7 +111,7 @@ def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DI
              lr: float | None = None) -> dict:
     """Train (or resume) one fold, score it, and store the compact result with its provenance.
     start: None for ImageNet weights, or train_start's provenance of a BRISC-minus-Figshare model."""
-    from ..training.recipes import train_classifier, train_segmenter
+    train, script = recipe(kind)
     epochs = epochs or DEFAULT_EPOCHS[kind]
     run_dir = Path(run_root) / (f"fold{fold}-{kind}" if start is None else f"brisc-start-fold{fold}-{kind}")
     argv = train_argv(kind, fold, run_dir, epochs, threads, data_root) + list(extra_argv)
@@ -113,9 +120,8 @@ def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DI
     if start is not None:
         checked_start(start["model"])
         argv += ["--init-from", str(start["model"])]
-    script = "train/train_segmenter.py" if kind == "segmenter" else "train/train_classifier.py"
     t0 = time.time()
-    model = (train_segmenter if kind == "segmenter" else train_classifier)(argv)
+    model = train(argv)
     if model is None:
         raise RuntimeError(f"fold {fold} {kind}: training stopped before the schedule ended; re-run to resume")
     ev = json.loads((model / EVAL_NAME).read_text())
