@@ -578,6 +578,17 @@ def brisc_test_leaks(data_root: str | Path | None = None, *, max_hamming: int = 
     return {c.file_names[itest[p["index_b"]]] for p in pairs}
 
 
+def _brisc_and(other: str, data_root, cache, progress) -> tuple[_Collection, _Collection]:
+    """BRISC and `other` fingerprinted; data_root: the BRISC root or the folder holding both."""
+    if other not in DATASET_NAMES or other == "brisc2025":
+        raise ValueError(f"other must be one of {[n for n in DATASET_NAMES if n != 'brisc2025']}, not {other!r}")
+    parent = data_root
+    if data_root is not None and (Path(data_root).expanduser() / "classification_task").is_dir():
+        parent = Path(data_root).expanduser().parent  # given the BRISC root itself
+    store = _as_store(cache)
+    return _load_collection("brisc2025", parent, store, progress), _load_collection(other, parent, store, progress)
+
+
 def brisc_train_overlap(other: str, data_root: str | Path | None = None, *, max_hamming: int = MAX_HAMMING,
                         min_correlation: float = EXCLUSION_MIN_CORRELATION, cache: bool | str | Path = True,
                         progress: bool = True) -> set[str]:
@@ -585,18 +596,27 @@ def brisc_train_overlap(other: str, data_root: str | Path | None = None, *, max_
     `other` (at the looser EXCLUSION_MIN_CORRELATION by default). Leave them out of BRISC training
     before a BRISC-trained model is scored on, or used as the start for, `other`.
     data_root: the BRISC root or the folder holding brisc2025/ and `other`/."""
-    if other not in DATASET_NAMES or other == "brisc2025":
-        raise ValueError(f"other must be one of {[n for n in DATASET_NAMES if n != 'brisc2025']}, not {other!r}")
-    parent = data_root
-    if data_root is not None and (Path(data_root).expanduser() / "classification_task").is_dir():
-        parent = Path(data_root).expanduser().parent  # given the BRISC root itself
-    store = _as_store(cache)
-    brisc = _load_collection("brisc2025", parent, store, progress)
-    rest = _load_collection(other, parent, store, progress)
+    brisc, rest = _brisc_and(other, data_root, cache, progress)
     itrain = brisc.groups["train"]
     pairs = find_duplicates([brisc.fps[k] for k in itrain], rest.fps,
                             max_hamming=max_hamming, min_correlation=min_correlation)
     return {brisc.file_names[itrain[p["index_a"]]] for p in pairs}
+
+
+def duplicates_of_brisc(other: str, brisc_file_names, data_root: str | Path | None = None, *,
+                        max_hamming: int = MAX_HAMMING, min_correlation: float = EXCLUSION_MIN_CORRELATION,
+                        cache: bool | str | Path = True, progress: bool = True) -> set[str]:
+    """File names of dataset `other`'s images that duplicate, or nearly duplicate, any of the named
+    BRISC images (any split). Leave them out of extra training data before scoring on those images:
+    BRISC reuses slices of the other public datasets."""
+    brisc, rest = _brisc_and(other, data_root, cache, progress)
+    wanted = set(brisc_file_names)
+    rows = np.asarray([i for i, name in enumerate(brisc.file_names) if name in wanted], dtype=np.int64)
+    if len(rows) != len(wanted):
+        raise ValueError(f"{len(wanted) - len(rows)} of the named images are not in BRISC 2025")
+    pairs = find_duplicates([brisc.fps[k] for k in rows], rest.fps,
+                            max_hamming=max_hamming, min_correlation=min_correlation)
+    return {rest.file_names[p["index_b"]] for p in pairs}
 
 
 # --------------------------------------------------------------------------- calibration

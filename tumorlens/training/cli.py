@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -48,6 +49,9 @@ def add_common_args(p: argparse.ArgumentParser, *, defaults: dict) -> None:
     p.add_argument("--exclude-duplicates-of", choices=[d for d in DATASETS if d != "brisc2025"],
                    help="BRISC only: leave out every train image the audit finds in this dataset, so the model "
                         "can be scored on it or start its cross-validation folds")
+    p.add_argument("--extra-train", choices=("figshare",),
+                   help="BRISC only: add this dataset's images to the training split, less every image the audit "
+                        "finds among the BRISC validation or test images (validation stays BRISC only)")
     p.add_argument("--no-finalize", action="store_true", help="stop after training; skip export/eval/card")
     p.add_argument("--skip-eval", action="store_true", help="export without scoring on the test set")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
@@ -90,6 +94,8 @@ def _split_packs(name: str, ds, tr: np.ndarray, va: np.ndarray, args, build) -> 
         rows = np.concatenate([tr, va])
         pack = build(ds.select(rows), f"{name} (limit {args.limit})")
         return subset(pack, np.arange(len(tr))), subset(pack, np.arange(len(tr), len(rows)))
+    if getattr(args, "data_root", None):  # another tree must not reuse the default data's cached pack
+        name += "-" + hashlib.sha1(str(Path(args.data_root).expanduser().resolve()).encode()).hexdigest()[:8]
     pack = cached(name, lambda: build(ds, name))
     return subset(pack, tr), subset(pack, va)
 
@@ -129,6 +135,37 @@ def brisc_rows_kept(ds, args) -> np.ndarray:
     return keep
 
 
+def concat_packs(a: dict, b: dict) -> dict:
+    """Rows of `b` after those of `a`, over the arrays both packs have."""
+    return {k: np.concatenate([a[k], b[k]]) for k in a if k in b}
+
+
+def extra_train_pack(other: str, brisc_val_names, size: int, args) -> dict:
+    """Every `other` image (labels in TUMOR_CLASSES order) except those the audit finds among BRISC's
+    validation (`brisc_val_names`) or test images, so neither score sees a copy of a training image.
+    What was added and left out is recorded in args.training_data."""
+    from ..audit import EXCLUSION_MIN_CORRELATION, MAX_HAMMING, duplicates_of_brisc
+    if args.dataset != "brisc2025" or getattr(args, "exclude_duplicates_of", None) == other:
+        raise SystemExit(f"--extra-train {other} adds to BRISC training, and cannot be combined with "
+                         f"--exclude-duplicates-of {other}")
+    brisc_root = Path(args.data_root).expanduser() if args.data_root else None
+    parent = brisc_root.parent if brisc_root is not None else None  # the folder beside BRISC holds `other`
+    test_names = brisc2025.load_classification(brisc_root, check="none")["test"]["file_name"]
+    held_out = set(map(str, brisc_val_names)) | set(test_names)
+    dropped = duplicates_of_brisc(other, held_out, brisc_root)
+    ds = figshare.load(parent / other if parent is not None else None)["train"]
+    rows = np.flatnonzero(~np.isin(np.asarray(ds["file_name"]), sorted(dropped)))
+    pack = _packs(f"{other}-all", ds, rows, np.arange(0), size, args)[0]  # the same cache as --dataset figshare
+    args.training_data = {**getattr(args, "training_data", {}), "extra_train": other, "n_extra": int(len(pack["labels"])),
+                          "n_extra_excluded": int(len(ds) - len(rows)),
+                          "extra_audit": f"tumorlens.audit.duplicates_of_brisc: {other} images within pHash Hamming "
+                                         f"<= {MAX_HAMMING} and thumbnail correlation >= {EXCLUSION_MIN_CORRELATION} of "
+                                         f"any BRISC validation or test image left out"}
+    print(f"added {len(pack['labels'])} {other} images to training; left out {len(ds) - len(rows)} that the audit finds "
+          f"among BRISC validation/test", flush=True)
+    return pack
+
+
 def train_val_packs(task: str, size: int, args) -> tuple[dict, dict, list[str] | None]:
     """(train pack, validation pack, class names) for --dataset; the scored test data never enters.
     - brisc2025: official train, split by class into train/validation (seeded);
@@ -144,7 +181,10 @@ def train_val_packs(task: str, size: int, args) -> tuple[dict, dict, list[str] |
             ds = brisc2025.load_classification(args.data_root)["train"]
         keep = brisc_rows_kept(ds, args)
         tr, va = stratified_holdout(np.asarray(ds["label"])[keep], args.val_fraction, args.seed)
-        return (*_packs(key, ds, keep[tr], keep[va], size, args), list(TUMOR_CLASSES))
+        pack_tr, pack_va = _packs(key, ds, keep[tr], keep[va], size, args)
+        if getattr(args, "extra_train", None):
+            pack_tr = concat_packs(pack_tr, extra_train_pack(args.extra_train, pack_va["file_names"], size, args))
+        return pack_tr, pack_va, list(TUMOR_CLASSES)
     if dataset == "lgg":
         if task != "segmentation":
             raise SystemExit("LGG has no tumor-type labels; train a segmenter on it")
