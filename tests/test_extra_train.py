@@ -85,9 +85,35 @@ def test_the_card_names_the_added_figshare_slices(kind, folder, tmp_path):
     shutil.copytree(folder, model)
     info_path = model / "training_info.json"
     info = json.loads(info_path.read_text())
-    assert "Figshare" not in write_card(model, kind).read_text()
+    info["data"] = {k: v for k, v in info.get("data", {}).items() if not k.startswith("extra")}  # as if BRISC only
+    info_path.write_text(json.dumps(info))
+    ev = json.loads((model / "eval.json").read_text())
+    ev.pop("without_extra_data_copies", None)
+    (model / "eval.json").write_text(json.dumps(ev))
+    assert "Figshare brain tumor dataset" not in write_card(model, kind).read_text()
     info["data"] = {**info.get("data", {}), "extra_train": "figshare", "n_extra": 2576, "n_extra_excluded": 488}
     info_path.write_text(json.dumps(info))
     card = write_card(model, kind).read_text()
     assert "2576 slices of the Figshare brain tumor dataset" in card and "less the 488" in card
-    assert "Figshare brain tumor dataset (CC BY 4.0)" in card
+    assert "Figshare brain tumor dataset (CC BY 4.0)" in card and "two public 2-D datasets" in card
+    ev_path = model / "eval.json"
+    ev = json.loads(ev_path.read_text())
+    score = {"accuracy": 0.9964, "macro_f1": 0.99} if kind == "classifier" else {"dice": {"mean": 0.8765, "median": 0.9}}
+    ev["without_extra_data_copies"] = {"extra_train": "figshare", "n": 840, **score}
+    ev_path.write_text(json.dumps(ev))
+    card = write_card(model, kind).read_text()
+    assert "the audit finds in the added Figshare data removed (n=840) | " + ("99.64%" if kind == "classifier" else "0.8765") in card
+
+
+def test_the_score_without_test_images_found_in_the_added_data(trees, tmp_path):
+    import json
+
+    from tumorlens.evaluate import _extra_data_check
+    from tumorlens.data import brisc2025
+    names = list(brisc2025.load_classification(trees / "brisc2025")["test"]["file_name"])
+    model = tmp_path / "m"
+    model.mkdir()
+    assert _extra_data_check(model, trees / "brisc2025", names, lambda keep: {}) is None  # no record: no check
+    (model / "training_info.json").write_text(json.dumps({"data": {"extra_train": "figshare"}}))
+    check = _extra_data_check(model, trees / "brisc2025", names, lambda keep: {"n": int(keep.sum())})
+    assert check["removed"] == ["brisc2025_test_09999_gl_ax_t1.jpg"] and check["n"] == len(names) - 1

@@ -596,11 +596,19 @@ def brisc_train_overlap(other: str, data_root: str | Path | None = None, *, max_
     `other` (at the looser EXCLUSION_MIN_CORRELATION by default). Leave them out of BRISC training
     before a BRISC-trained model is scored on, or used as the start for, `other`.
     data_root: the BRISC root or the folder holding brisc2025/ and `other`/."""
+    return brisc_split_overlap(other, "train", data_root, max_hamming=max_hamming, min_correlation=min_correlation,
+                               cache=cache, progress=progress)
+
+
+def brisc_split_overlap(other: str, split: str, data_root: str | Path | None = None, *,
+                        max_hamming: int = MAX_HAMMING, min_correlation: float = EXCLUSION_MIN_CORRELATION,
+                        cache: bool | str | Path = True, progress: bool = True) -> set[str]:
+    """File names of the BRISC `split` images that duplicate, or nearly duplicate, any image of `other`."""
     brisc, rest = _brisc_and(other, data_root, cache, progress)
-    itrain = brisc.groups["train"]
-    pairs = find_duplicates([brisc.fps[k] for k in itrain], rest.fps,
+    rows = brisc.groups[split]
+    pairs = find_duplicates([brisc.fps[k] for k in rows], rest.fps,
                             max_hamming=max_hamming, min_correlation=min_correlation)
-    return {brisc.file_names[itrain[p["index_a"]]] for p in pairs}
+    return {brisc.file_names[rows[p["index_a"]]] for p in pairs}
 
 
 def duplicates_of_brisc(other: str, brisc_file_names, data_root: str | Path | None = None, *,

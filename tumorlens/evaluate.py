@@ -23,7 +23,7 @@ from .data import TUMOR_CLASSES, brisc2025, figshare, lgg
 from .errors import DataError
 from .inference import Classifier, Segmenter
 from .metrics import classification_report, dice, iou, pixel_accuracy, summarize_segmentation, volume_dice
-from .models import EVAL_NAME
+from .models import EVAL_NAME, TRAINING_INFO_NAME
 from .preprocess import decode_image, decode_mask
 from .training.precision import hardware_summary
 
@@ -42,6 +42,23 @@ def _leaks(data_root) -> set[str] | None:
 def _dedup_note(leaks: set[str] | None) -> dict:
     return {"method": "tumorlens.audit: exact pixel hash + perceptual hash confirmed by correlation",
             "removed": sorted(leaks)} if leaks is not None else {"method": "unavailable"}
+
+
+def _extra_data_check(model_dir, data_root, names: list[str], score) -> dict | None:
+    """For a model trained with extra data (--extra-train D): the score without the BRISC test images
+    the audit finds in D. Their copies were kept out of training, but a patient's neighbouring slices
+    were not; this score shows whether a gain rests on them. score(keep mask) -> metrics."""
+    info_path = Path(model_dir) / TRAINING_INFO_NAME
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    other = (info.get("data") or {}).get("extra_train")
+    if not other:
+        return None
+    from .audit import EXCLUSION_MIN_CORRELATION, MAX_HAMMING, brisc_split_overlap
+    found = brisc_split_overlap(other, "test", data_root, progress=False)
+    keep = np.asarray([nm not in found for nm in names], dtype=bool)
+    return {"extra_train": other, **score(keep), "removed": sorted(found & set(names)),
+            "method": f"tumorlens.audit.brisc_split_overlap: BRISC test images within pHash Hamming <= {MAX_HAMMING} "
+                      f"and thumbnail correlation >= {EXCLUSION_MIN_CORRELATION} of a {other} image"}
 
 
 def evaluate_segmenter(model_dir: str | Path, data_root=None, *, runtime: str = "auto", limit: int | None = None,
@@ -81,6 +98,8 @@ def evaluate_segmenter(model_dir: str | Path, data_root=None, *, runtime: str = 
     if leaks is not None:
         kept = [r for r in records if r["file_name"] not in leaks]
         dedup = {"n": len(kept), "dice": summarize_segmentation(kept, ())["dice"], **_dedup_note(leaks & {r["file_name"] for r in records})}
+    without_extra = _extra_data_check(model_dir, data_root, [r["file_name"] for r in records], lambda keep: {
+        "n": int(keep.sum()), "dice": summarize_segmentation([r for r, k in zip(records, keep) if k], ())["dice"]})
     result = {
         "task": "segmentation",
         "dataset_id": "brisc2025",
@@ -97,6 +116,7 @@ def evaluate_segmenter(model_dir: str | Path, data_root=None, *, runtime: str = 
                     "masked": int((healthy_areas >= HEALTHY_MASK_MIN_PX).sum()),
                     "masked_rate": float((healthy_areas >= HEALTHY_MASK_MIN_PX).mean()) if len(healthy_areas) else None},
         "deduplicated": dedup,
+        "without_extra_data_copies": without_extra,
         "settings": {"threshold": seg.threshold, "tta_hflip": seg.tta, "min_component_fraction": seg.min_component_fraction,
                      "runtime": seg.runner.runtime, "precision": seg.runner.precision,
                      "resolution": "metrics at each image's native resolution"},
@@ -151,12 +171,15 @@ def evaluate_classifier(model_dir: str | Path, data_root=None, *, runtime: str =
     if leaks is not None:
         keep = np.asarray([nm not in leaks for nm in names])
         dedup = {**classification_report(truth[keep], pred[keep], TUMOR_CLASSES), **_dedup_note(leaks & set(names))}
+    without_extra = _extra_data_check(model_dir, data_root, names,
+                                      lambda keep: classification_report(truth[keep], pred[keep], TUMOR_CLASSES))
     return {
         "task": "classification",
         "dataset_id": "brisc2025",
         "dataset": "BRISC 2025 classification_task/test (official split)",
         **report,
         "deduplicated": dedup,
+        "without_extra_data_copies": without_extra,
         "errors": [{"file_name": nm, "truth": TUMOR_CLASSES[t], "predicted": TUMOR_CLASSES[p],
                     "confidence": float(pr.max())} for nm, t, p, pr in zip(names, truth, pred, probs) if t != p],
         "settings": {"runtime": clf.runner.runtime, "precision": clf.runner.precision,

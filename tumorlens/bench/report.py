@@ -204,6 +204,10 @@ def write_markdown(results: dict, path: Path) -> Path:
             if d.get("n"):
                 L.append(f"| TumorLens, de-duplicated test (n={d['n']}) | {_f(d['dice']['mean'])} | "
                          f"{_f(d['dice']['median'])} | | | |")
+            x = s.get("without_extra_data_copies") or {}
+            if x.get("n"):
+                L.append(f"| TumorLens, test slices the audit finds in the added {x['extra_train'].capitalize()} data "
+                         f"removed (n={x['n']}) | {_f(x['dice']['mean'])} | {_f(x['dice']['median'])} | | | |")
             for sd in seeds["brisc_segmentation"]:
                 L.append(f"| {sd['system']} | {_f(sd.get('dice'))} | | | | "
                          f"{_f(sd.get('healthy_masked_rate'), pct=True) if sd.get('healthy_masked_rate') else ''} |")
@@ -214,6 +218,10 @@ def write_markdown(results: dict, path: Path) -> Path:
                   f"| **TumorLens** {c['model']} | {_f(c['accuracy'], True)} | {_f(c['macro_f1'])} |"]
             if d.get("n"):
                 L.append(f"| TumorLens, de-duplicated test (n={d['n']}) | {_f(d['accuracy'], True)} | {_f(d['macro_f1'])} |")
+            x = c.get("without_extra_data_copies") or {}
+            if x.get("n"):
+                L.append(f"| TumorLens, test images the audit finds in the added {x['extra_train'].capitalize()} data "
+                         f"removed (n={x['n']}) | {_f(x['accuracy'], True)} | {_f(x['macro_f1'])} |")
             for v in c.get("variants") or []:  # stored by `evaluate --variant-of`, not re-scored here
                 L.append(f"| TumorLens variant, not shipped: {v['name']} ({v.get('input') or 'whole slice'}; "
                          f"de-duplicated {_f(v.get('dedup_accuracy'), True)}) | {_f(v['accuracy'], True)} | {_f(v['macro_f1'])} |")
