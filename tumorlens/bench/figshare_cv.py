@@ -6,7 +6,8 @@ recipes as the shipped models, and scores the held-out fold. Two starts, stored 
 - `imagenet` (benchmarks/figshare_cv/): the checksum-verified ImageNet checkpoints;
 - `brisc` (benchmarks/figshare_cv/brisc-start/): a BRISC model trained for this purpose with every
   BRISC train image the audit finds in Figshare left out (`--exclude-duplicates-of figshare`; the
-  shipped BRISC models saw ~1,500 Figshare slices, so they may not start a fold). The start is
+  shipped BRISC models saw Figshare slices: ~1,500 inside BRISC train, and the classifier all it was allowed
+  (`--extra-train figshare`), so they may not start a fold). The start is
   trained once (under --run-root) and each fold fine-tunes from it.
 
 Training is slow on a CPU, so each fold's result is stored with how, where and when it was made,
