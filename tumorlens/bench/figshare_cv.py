@@ -32,7 +32,9 @@ from ..models import EVAL_NAME, TRAINING_INFO_NAME
 
 KINDS = ("classifier", "segmenter")
 DEFAULT_EPOCHS = {"classifier": 5, "segmenter": 4}
-START_EPOCHS = {"classifier": 8, "segmenter": 8}  # the BRISC-minus-Figshare start, trained once per kind
+# The BRISC-minus-Figshare start, trained once per kind. The classifier's 16 epochs beat 8 on its BRISC
+# validation split (98.57% vs 96.86%, best epochs 14 and 6); the segmenter's 8 were not revisited.
+START_EPOCHS = {"classifier": 16, "segmenter": 8}
 # Folds fine-tuned from a BRISC start use a lower peak rate than the from-scratch recipes: at the
 # classifier's 2e-3, fold 1's validation accuracy fell from 96.6% to 91.7% after one epoch.
 FINETUNE_LR = {"classifier": 5e-4, "segmenter": 4e-4}
@@ -142,7 +144,8 @@ def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DI
                  "wall_seconds": round(time.time() - t0, 1),
                  "command": f"python {script} " + shlex.join(argv),
                  "rerun": f"python -m tumorlens.bench.figshare_cv --start {'imagenet' if start is None else 'brisc'} "
-                          f"--folds {fold} --kinds {kind} --epochs {epochs}" + (f" --{kind}-lr {lr}" if lr else "")},
+                          f"--folds {fold} --kinds {kind} --epochs {epochs}" + (f" --{kind}-lr {lr}" if lr else "")
+                          + (f" --start-epochs {start['epochs']}" if start is not None and start.get("epochs") else "")},
     }
     path = result_path(out_dir, kind, fold)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6))
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--epochs", type=int, help="epochs per fold (default: classifier 5, segmenter 4)")
-    p.add_argument("--start-epochs", type=int, help="epochs of the BRISC start (default 8)")
+    p.add_argument("--start-epochs", type=int, help=f"epochs of the BRISC start (default: {START_EPOCHS})")
     p.add_argument("--classifier-lr", type=float,
                    help=f"peak learning rate of the classifier folds (default: the recipe's; {FINETUNE_LR['classifier']} from a BRISC start)")
     p.add_argument("--segmenter-lr", type=float,
