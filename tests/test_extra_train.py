@@ -72,6 +72,8 @@ def test_segmentation_packs_keep_figshare_masks(trees):
 def test_extra_figshare_cannot_be_combined_with_leaving_figshare_out(trees):
     with pytest.raises(SystemExit, match="cannot be combined"):
         train_val_packs("classification", 64, _args(data_root=str(trees / "brisc2025"), exclude_duplicates_of="figshare"))
+    with pytest.raises(SystemExit, match="brisc2025 only"):
+        train_val_packs("segmentation", 64, _args(dataset="lgg"))
 
 
 @pytest.mark.parametrize("kind, folder", [("classifier", "models/tumorlens-efficientnet-lite0-brisc2025"),

@@ -145,9 +145,8 @@ def extra_train_pack(other: str, brisc_val_names, size: int, args) -> dict:
     validation (`brisc_val_names`) or test images, so neither score sees a copy of a training image.
     What was added and left out is recorded in args.training_data."""
     from ..audit import EXCLUSION_MIN_CORRELATION, MAX_HAMMING, duplicates_of_brisc
-    if args.dataset != "brisc2025" or getattr(args, "exclude_duplicates_of", None) == other:
-        raise SystemExit(f"--extra-train {other} adds to BRISC training, and cannot be combined with "
-                         f"--exclude-duplicates-of {other}")
+    if getattr(args, "exclude_duplicates_of", None) == other:
+        raise SystemExit(f"--extra-train {other} cannot be combined with --exclude-duplicates-of {other}")
     brisc_root = Path(args.data_root).expanduser() if args.data_root else None
     parent = brisc_root.parent if brisc_root is not None else None  # the folder beside BRISC holds `other`
     test_names = brisc2025.load_classification(brisc_root, check="none")["test"]["file_name"]
@@ -172,6 +171,8 @@ def train_val_packs(task: str, size: int, args) -> tuple[dict, dict, list[str] |
     - lgg: the recorded patient-wise train and validation splits;
     - figshare: the author's folds other than --fold; validation is held out in id blocks."""
     dataset = getattr(args, "dataset", "brisc2025")
+    if getattr(args, "extra_train", None) and dataset != "brisc2025":
+        raise SystemExit("--extra-train adds to BRISC training: it applies to --dataset brisc2025 only")
     if dataset == "brisc2025":
         if task == "segmentation":
             key = "brisc2025-seg+no_tumor-train"
