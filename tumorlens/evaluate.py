@@ -23,7 +23,7 @@ from .data import TUMOR_CLASSES, brisc2025, figshare, lgg
 from .errors import DataError
 from .inference import Classifier, Segmenter
 from .metrics import classification_report, dice, iou, pixel_accuracy, summarize_segmentation, volume_dice
-from .models import EVAL_NAME, TRAINING_INFO_NAME
+from .models import EVAL_NAME, read_training_info
 from .preprocess import decode_image, decode_mask
 from .training.precision import hardware_summary
 
@@ -48,9 +48,7 @@ def _extra_data_check(model_dir, data_root, names: list[str], score) -> dict | N
     """For a model trained with extra data (--extra-train D): the score without the BRISC test images
     the audit finds in D. Their copies were kept out of training, but a patient's neighbouring slices
     were not; this score shows whether a gain rests on them. score(keep mask) -> metrics."""
-    info_path = Path(model_dir) / TRAINING_INFO_NAME
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    other = (info.get("data") or {}).get("extra_train")
+    other = (read_training_info(model_dir).get("data") or {}).get("extra_train")
     if not other:
         return None
     from .audit import EXCLUSION_MIN_CORRELATION, MAX_HAMMING, brisc_split_overlap
@@ -379,8 +377,7 @@ VARIANTS_NAME = "variants.json"  # alternatives scored the same way as the shipp
 
 def variant_summary(folder: str | Path, result: dict, name: str) -> dict:
     """What a card needs of an alternative: its validation and test numbers and how it was made."""
-    info_path = Path(folder) / "training_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_training_info(folder)
     keys = ("accuracy", "macro_f1", "n") if result["task"] == "classification" else ("dice_mean", "dice_median", "miou")
     dedup = result.get("deduplicated") or {}
     return {"name": name, "folder": str(folder), **{k: result.get(k) for k in keys},

@@ -24,6 +24,12 @@ TRAINING_INFO_NAME = "training_info.json"
 EVAL_NAME = "eval.json"
 
 
+def read_training_info(folder: str | Path) -> dict:
+    """A model folder's training record; {} where it has none (a Hub id, a model from elsewhere)."""
+    path = Path(folder) / TRAINING_INFO_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def is_local(name_or_path: str | Path) -> bool:
     return Path(name_or_path).expanduser().is_dir()
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models import EVAL_NAME, TRAINING_INFO_NAME
+from ..models import EVAL_NAME, TRAINING_INFO_NAME, read_training_info
 
 KINDS = ("classifier", "segmenter")
 DEFAULT_EPOCHS = {"classifier": 5, "segmenter": 4}
@@ -68,8 +68,7 @@ def start_argv(kind: str, run_dir: Path, epochs: int, threads: int | None, data_
 
 def checked_start(folder: Path) -> dict:
     """The start's training record; refuses a model that saw Figshare slices."""
-    info_path = Path(folder) / TRAINING_INFO_NAME
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_training_info(folder)
     data = info.get("data") or {}
     if data.get("dataset") != "brisc2025" or data.get("excluded_duplicates_of") != "figshare":
         raise SystemExit(f"{folder} cannot start a Figshare fold: its training did not leave out the BRISC "

@@ -149,9 +149,7 @@ def extra_train_pack(other: str, brisc_val_names, size: int, args) -> dict:
         raise SystemExit(f"--extra-train {other} cannot be combined with --exclude-duplicates-of {other}")
     brisc_root = Path(args.data_root).expanduser() if args.data_root else None
     parent = brisc_root.parent if brisc_root is not None else None  # the folder beside BRISC holds `other`
-    test_names = brisc2025.load_classification(brisc_root, check="none")["test"]["file_name"]
-    held_out = set(map(str, brisc_val_names)) | set(test_names)
-    dropped = duplicates_of_brisc(other, held_out, brisc_root)
+    dropped = duplicates_of_brisc(other, set(map(str, brisc_val_names)), brisc_root, splits=("test",))
     ds = figshare.load(parent / other if parent is not None else None)["train"]
     rows = np.flatnonzero(~np.isin(np.asarray(ds["file_name"]), sorted(dropped)))
     pack = _packs(f"{other}-all", ds, rows, np.arange(0), size, args)[0]  # the same cache as --dataset figshare
