@@ -108,18 +108,46 @@ def test_classification_report_by_hand():
     assert r["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
 
 
-def test_postprocess_tuning_picks_the_threshold_and_cleanup_that_score_best():
+def test_postprocess_tuning_picks_the_best_tumor_dice_that_keeps_healthy_slices_clean():
+    from tumorlens.inference import tune_postprocess
+    truth = np.zeros((64, 64), bool)
+    truth[8:40, 8:40] = True
+    prob = np.where(truth, 0.42, 0.05).astype(np.float32)  # the tumor only clears thresholds under 0.42
+    small_truth = np.zeros((64, 64), bool)
+    small_truth[50:53, 50:53] = True  # a 9 px tumor: only a light clean-up keeps it
+    small = np.where(small_truth, 0.9, 0.05).astype(np.float32)
+    healthy_truth = np.zeros((64, 64), bool)
+    healthy = np.zeros((64, 64), np.float32)
+    healthy[2:6, 2:6] = 0.9  # a 16 px false alarm (>= 50 px at 512): a clean-up must remove it
+    tuned = tune_postprocess([prob, small, healthy], [truth, small_truth, healthy_truth], thresholds=(0.3, 0.4, 0.5),
+                             fractions=(0.0, 0.002, 0.005))
+    # 0.002 x 4096 = 8 px keeps the 16 px alarm; 0.005 (20 px) drops it, and the 9 px tumor with it
+    assert tuned["threshold"] in (0.3, 0.4) and tuned["min_component_fraction"] == 0.005
+    assert tuned["val_healthy_fp_rate"] == 0.0
+    assert tuned["val_dice_tumor"] == pytest.approx(0.5)
+    assert tuned["n_val_tumor"] == 2 and tuned["n_val_healthy"] == 1
+    # allowing every healthy slice to be masked, the clean-up that keeps the small tumor wins
+    loose = tune_postprocess([prob, small, healthy], [truth, small_truth, healthy_truth], thresholds=(0.3, 0.4, 0.5),
+                             fractions=(0.0, 0.002, 0.005), max_healthy_fp=1.0)
+    assert loose["min_component_fraction"] in (0.0, 0.002) and loose["val_dice_tumor"] == pytest.approx(1.0)
+    assert loose["val_healthy_fp_rate"] == 1.0
+
+
+def test_postprocess_tuning_per_patient_scores_stacked_volumes():
     from tumorlens.inference import tune_postprocess
     truth = np.zeros((32, 32), bool)
     truth[8:24, 8:24] = True
-    prob = np.where(truth, 0.42, 0.05).astype(np.float32)  # the tumor only clears thresholds under 0.42
-    healthy_truth = np.zeros((32, 32), bool)
-    healthy = np.zeros((32, 32), np.float32)
-    healthy[2, 2] = 0.9  # one speckle pixel: only a component clean-up keeps this slice empty
-    tuned = tune_postprocess([prob, healthy], [truth, healthy_truth], thresholds=(0.3, 0.4, 0.5),
-                             fractions=(0.0, 0.002))
-    assert tuned["threshold"] in (0.3, 0.4) and tuned["min_component_fraction"] == 0.002
-    assert tuned["val_score"] == pytest.approx(1.0)
+    faint = np.where(truth, 0.25, 0.0).astype(np.float32)  # an under-confident model: only a low threshold finds it
+    empty_truth = np.zeros((32, 32), bool)
+    speck = np.zeros((32, 32), np.float32)
+    speck[0, 0] = 0.9  # one stray pixel on a healthy slice of the same patient
+    tuned = tune_postprocess([faint, speck, faint], [truth, empty_truth, truth], thresholds=(0.2, 0.5),
+                             fractions=(0.0, 0.002), patients=["a", "a", "b"])
+    assert tuned["threshold"] == 0.2 and tuned["min_component_fraction"] == 0.002
+    assert tuned["val_dice_per_patient"] == pytest.approx(1.0) and tuned["n_val_patients"] == 2
+    # without the clean-up patient a's volume carries the stray pixel: 2*256 / (257 + 256)
+    assert tuned["grid"]["dice_per_patient"][0][0] == pytest.approx((2 * 256 / 513 + 1) / 2, abs=1e-5)
+    assert "per-patient" in tuned["rule"]
 
 
 def test_classifier_tta_is_chosen_on_validation_by_accuracy_then_nll():

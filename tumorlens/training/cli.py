@@ -308,7 +308,8 @@ def tune_segmenter(folder: Path, args) -> dict:
     seg = Segmenter.from_pretrained(folder, runtime="torch")
     _, val, _ = train_val_packs("segmentation", seg.pre.size, args)
     probs = seg.probabilities(list(val["images"]))
-    tuned = tune_postprocess(probs, val["masks"])
+    by_patient = args.dataset == "lgg"  # LGG is judged per patient (Buda et al. 2019)
+    tuned = tune_postprocess(probs, val["masks"], patients=list(val["patient_ids"]) if by_patient else None)
     where = {"brisc2025": "validation split carved from BRISC train",
              "lgg": "LGG patient-wise validation split",
              "figshare": f"validation id blocks carved from the Figshare folds other than fold {args.fold}"}
