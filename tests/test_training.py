@@ -163,3 +163,29 @@ def test_classifier_tta_is_chosen_on_validation_by_accuracy_then_nll():
     sure = np.array([[4.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
     assert choose_tta(plain, sure, labels)["tta_hflip"] is True
     assert choose_tta(plain, plain, labels)["tta_hflip"] is False  # no better: off
+
+
+def test_segmenter_validation_scores_lgg_per_patient_and_other_data_per_slice():
+    from tumorlens.training.tasks import SegmentationTask
+    truth = np.zeros((3, 32, 32), np.uint8)
+    truth[0, 4:12, 4:12] = 1  # patient a: one tumor slice and one healthy slice
+    truth[2, 4:20, 4:20] = 1  # patient b
+    probs = np.zeros((3, 32, 32), np.float32)
+    probs[0, 4:12, 4:12] = 0.9
+    probs[1, 0:4, 0:4] = 0.9  # a 16 px false alarm on a's healthy slice
+    probs[2, 4:20, 4:12] = 0.9  # half of b's tumor
+    train = {"images": np.zeros((1, 32, 32, 3), np.uint8), "masks": np.zeros((1, 32, 32), np.uint8)}
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+
+    def scored(val):
+        task = SegmentationTask(train, val)
+        task.predict_probs = lambda model, imgs, device, autocast: probs
+        return task.validate(None, "cpu", None)
+
+    per_patient = scored({"images": images, "masks": truth, "patient_ids": np.array(["a", "a", "b"])})
+    expected = (2 * 64 / (80 + 64) + 2 * 128 / (128 + 256)) / 2
+    assert per_patient["val_dice_per_patient"] == pytest.approx(expected)
+    assert per_patient["score"] == per_patient["val_dice_per_patient"]
+    per_slice = scored({"images": images, "masks": truth, "patient_ids": np.array(["", "", ""])})  # Figshare: ids lost
+    assert "val_dice_per_patient" not in per_slice
+    assert per_slice["score"] == pytest.approx((1 + 0 + 2 * 128 / (128 + 256)) / 3)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from scipy.special import expit
 
 from .. import imagenet
-from ..metrics import classification_report, dice
+from ..metrics import classification_report, dice, volume_dice
 from ..models import build_classifier, build_segmenter, save_classifier, save_segmenter
 from ..preprocess import PreprocessConfig, Preprocessor
 from .augment import AugmentConfig, augment, random_crops
@@ -106,12 +106,20 @@ class SegmentationTask:
         tumor = truth.reshape(len(truth), -1).any(1)
         scale = (self.setup.input_size / 512) ** 2
         healthy_fp = preds.reshape(len(preds), -1).sum(1)[~tumor] >= HEALTHY_MASK_MIN_PX * scale
-        return {
+        metrics = {
             "score": float(dices.mean()),  # healthy slices count: empty-on-empty is 1, any mask is 0
             "val_dice_tumor": float(dices[tumor].mean()) if tumor.any() else float("nan"),
             "val_dice_tumor_median": float(np.median(dices[tumor])) if tumor.any() else float("nan"),
             "val_healthy_fp_rate": float(healthy_fp.mean()) if (~tumor).any() else float("nan"),
         }
+        patients = self.val.get("patient_ids")
+        if patients is not None and len(patients) and all(patients):  # LGG: judged per patient, so chosen per patient
+            counts = {}
+            for pid, p, t in zip(patients, preds, truth):
+                counts.setdefault(pid, []).append((int((p & t).sum()), int(p.sum()), int(t.sum())))
+            metrics["val_dice_per_patient"] = float(np.mean([volume_dice(c) for c in counts.values()]))
+            metrics["score"] = metrics["val_dice_per_patient"]
+        return metrics
 
     def export(self, model, folder: Path, metrics: dict, run_info: dict) -> None:
         info = {**run_info, "setup": asdict(self.setup), "augment": asdict(self.aug), "val_metrics": metrics}
