@@ -22,12 +22,11 @@ from tqdm.auto import tqdm
 from .data import TUMOR_CLASSES, brisc2025, figshare, lgg
 from .errors import DataError
 from .inference import Classifier, Segmenter
-from .metrics import classification_report, dice, iou, pixel_accuracy, summarize_segmentation, volume_dice
+from .metrics import HEALTHY_MASK_MIN_PX, classification_report, dice, iou, pixel_accuracy, summarize_segmentation, volume_dice
 from .models import EVAL_NAME, read_training_info
 from .preprocess import decode_image, decode_mask
 from .training.precision import hardware_summary
 
-HEALTHY_MASK_MIN_PX = 50
 
 
 def _leaks(data_root) -> set[str] | None:

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from .errors import DataError
 from .models import fetch_file, load_classifier, load_segmenter
+from .metrics import HEALTHY_MASK_MIN_PX
 from .preprocess import ImageSource, Letterbox, Preprocessor, decode_image, letterbox_image, restore_map
 from .training.precision import pick_precision
 
@@ -376,7 +377,7 @@ def resolve_model(value: str | Path, kind: str = "segmenter") -> str:
     return text
 
 
-HEALTHY_FP_FRACTION = 50 / 512 ** 2  # a mask this large (50 px on a 512 px slice) on a healthy slice is a false alarm
+HEALTHY_FP_FRACTION = HEALTHY_MASK_MIN_PX / 512 ** 2  # the false-alarm size as a share of the slice
 MAX_VAL_HEALTHY_FP = 0.02  # the moonshot bound; its target allows 5 %
 
 

@@ -9,6 +9,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+HEALTHY_MASK_MIN_PX = 50  # a mask this large on a healthy 512 px slice counts as a false alarm (the issues' bar)
+
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     p, t = np.asarray(pred, bool), np.asarray(truth, bool)

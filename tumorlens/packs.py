@@ -55,6 +55,12 @@ def build_pack(ds: datasets.Dataset, size: int, *, workers: int | None = None, d
     return pack
 
 
+def patient_ids(pack: dict) -> np.ndarray | None:
+    """The pack's per-slice patient ids, or None where the data has none (BRISC) or lost them (Figshare)."""
+    ids = pack.get("patient_ids")
+    return ids if ids is not None and len(ids) and all(ids) else None
+
+
 def build_tumor_roi_pack(ds: datasets.Dataset, pre: Preprocessor, segmenter, *, batch: int = 16,
                          desc: str = "tumor-region pack") -> dict[str, np.ndarray]:
     """A classification pack of tumor regions: each image cropped to the square around `segmenter`'s

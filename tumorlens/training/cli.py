@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 
 from ..data import TUMOR_CLASSES, brisc2025, figshare, lgg
-from ..packs import build_pack, cached, stratified_holdout
+from ..packs import build_pack, cached, patient_ids, stratified_holdout
 from .loop import TrainConfig, Trainer, default_threads
 
 
@@ -308,8 +308,7 @@ def tune_segmenter(folder: Path, args) -> dict:
     seg = Segmenter.from_pretrained(folder, runtime="torch")
     _, val, _ = train_val_packs("segmentation", seg.pre.size, args)
     probs = seg.probabilities(list(val["images"]))
-    by_patient = args.dataset == "lgg"  # LGG is judged per patient (Buda et al. 2019)
-    tuned = tune_postprocess(probs, val["masks"], patients=list(val["patient_ids"]) if by_patient else None)
+    tuned = tune_postprocess(probs, val["masks"], patients=patient_ids(val))  # LGG: per patient, as Buda et al. 2019
     where = {"brisc2025": "validation split carved from BRISC train",
              "lgg": "LGG patient-wise validation split",
              "figshare": f"validation id blocks carved from the Figshare folds other than fold {args.fold}"}

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from scipy.special import expit
 
 from .. import imagenet
-from ..metrics import classification_report, dice, volume_dice
+from ..metrics import HEALTHY_MASK_MIN_PX, classification_report, dice, volume_dice
 from ..models import build_classifier, build_segmenter, save_classifier, save_segmenter
 from ..preprocess import PreprocessConfig, Preprocessor
+from ..packs import patient_ids
 from .augment import AugmentConfig, augment, random_crops
 
-HEALTHY_MASK_MIN_PX = 50  # a prediction this large on a healthy slice counts as a false alarm (at 512 px)
 
 
 def _split_params(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], lr: float, mult: float) -> list[dict]:
@@ -112,8 +112,8 @@ class SegmentationTask:
             "val_dice_tumor_median": float(np.median(dices[tumor])) if tumor.any() else float("nan"),
             "val_healthy_fp_rate": float(healthy_fp.mean()) if (~tumor).any() else float("nan"),
         }
-        patients = self.val.get("patient_ids")
-        if patients is not None and len(patients) and all(patients):  # LGG: judged per patient, so chosen per patient
+        patients = patient_ids(self.val)
+        if patients is not None:  # LGG: judged per patient, so chosen per patient
             counts = {}
             for pid, p, t in zip(patients, preds, truth):
                 counts.setdefault(pid, []).append((int((p & t).sum()), int(p.sum()), int(t.sum())))
