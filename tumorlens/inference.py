@@ -394,7 +394,7 @@ def tune_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
     from .metrics import dice
     shape = (len(thresholds), len(fractions))
     tumor_dice, healthy_fp = np.zeros(shape), np.zeros(shape)
-    volume = {pid: np.zeros((3, *shape)) for pid in (patients or ())}  # intersection, predicted, true px
+    volume = {pid: np.zeros((3, *shape)) for pid in (() if patients is None else patients)}  # intersection, predicted, true px
     n_tumor = n_healthy = 0
     for i, (prob, truth) in enumerate(zip(probs, truths)):
         truth = np.asarray(truth, bool)
