@@ -173,6 +173,16 @@ def test_card_numbers_come_from_eval_json(tiny, tmp_path):
     assert saved["dice_mean"] == pytest.approx(result["dice_mean"])
     assert f"{saved['dice_mean']:.4f}" in card and "model-index" in card
     assert "not for" in card.lower() and "clinical" in card.lower()
+    # the reproduce line names where the card's model lives, not the folder it was scored in
+    assert f"python -m tumorlens.evaluate segmenter models/{folder.name}`" in card
+    assert str(tmp_path) not in card
+
+
+def test_reproduce_command_points_at_the_published_location():
+    from tumorlens.hub import reproduce_command
+    cmd = "python -m tumorlens.evaluate segmenter /tmp/run/model --dataset lgg"
+    assert reproduce_command(cmd, "user/repo") == "python -m tumorlens.evaluate segmenter user/repo --dataset lgg"
+    assert reproduce_command(None, "user/repo") is None
 
 
 def test_imagenet_checkpoint_checksum_is_verified(monkeypatch):

@@ -5,6 +5,7 @@ Templates live in hub_cards/ (Jinja, rendered by huggingface_hub.ModelCard.from_
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
@@ -61,6 +62,14 @@ def card_data(kind: str, ev: dict, model_name: str) -> ModelCardData:
                          tags=common.pop("tags") + ["timm", "image-classification"], **common)
 
 
+def reproduce_command(command: str | None, location: str) -> str | None:
+    """eval.json's command with the scored folder (often a run directory) replaced by where the card's
+    model lives, so a reader can run it."""
+    if not command:
+        return command
+    return re.sub(r"(tumorlens\.evaluate (?:segmenter|classifier) )\S+", lambda m: m.group(1) + location, command)
+
+
 def render_card(folder: str | Path, kind: str, repo_id: str | None = None) -> ModelCard:
     folder = Path(folder)
     ev, info = _read(folder, EVAL_NAME), _read(folder, TRAINING_INFO_NAME)
@@ -75,6 +84,7 @@ def render_card(folder: str | Path, kind: str, repo_id: str | None = None) -> Mo
         config=config, train_hours=f"{hours:.2f}", total_hours=f"{info.get('train_seconds_total', 0) / 3600:.2f}", pct=_pct,
         dedup=(ev.get("deduplicated") or {}), variants=_read_list(folder, "variants.json"),
         tuned=_read(folder, "inference_config.json"),
+        reproduce=reproduce_command(ev.get("command"), repo_id or f"models/{folder.name}"),
     )
 
 
