@@ -150,6 +150,17 @@ def test_postprocess_tuning_per_patient_scores_stacked_volumes():
     assert "per-patient" in tuned["rule"]
 
 
+def test_default_threshold_grid_reaches_faint_maps():
+    from tumorlens.inference import THRESHOLD_GRID, tune_postprocess
+    truth = np.zeros((32, 32), bool)
+    truth[8:24, 8:24] = True
+    rim = truth & ~np.pad(np.ones((12, 12), bool), 10)  # the margin of the tumor, as LGG maps show it
+    faint = np.where(truth, np.where(rim, 0.015, 0.6), 0.0).astype(np.float32)
+    tuned = tune_postprocess([faint, faint], [truth, truth], patients=["a", "b"])
+    assert min(THRESHOLD_GRID) <= 0.01 and tuned["threshold"] == 0.01
+    assert tuned["val_dice_per_patient"] == pytest.approx(1.0)
+
+
 def test_classifier_tta_is_chosen_on_validation_by_accuracy_then_nll():
     from tumorlens.inference import choose_tta
     labels = np.array([0, 1, 1])
