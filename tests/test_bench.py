@@ -11,7 +11,7 @@ import pytest
 
 from tumorlens.bench import figshare_cv
 from tumorlens.data import figshare, lgg
-from tumorlens.metrics import volume_dice
+from tumorlens.metrics import dice_per_patient, volume_dice
 from tumorlens.training.cli import FIGSHARE_CLASSES, block_holdout, train_val_packs
 
 
@@ -28,6 +28,11 @@ def test_volume_dice_on_hand_computed_stacks():
     assert volume_dice([(4, 6, 8), (2, 2, 4)]) == pytest.approx(2 * 6 / (8 + 12))
     # not the mean of the slices' Dice: big slices weigh more
     assert volume_dice([(90, 100, 100), (0, 10, 0)]) == pytest.approx(180 / 210)
+
+
+def test_dice_per_patient_stacks_each_patients_slices():
+    slices = [("a", 4, 6, 8), ("b", 0, 5, 0), ("a", 2, 2, 4), ("c", 0, 0, 0)]
+    assert dice_per_patient(slices) == pytest.approx({"a": 2 * 6 / (8 + 12), "b": 0.0, "c": 1.0})
 
 
 def test_block_holdout_keeps_runs_of_ids_together():

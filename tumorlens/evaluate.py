@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 from .data import TUMOR_CLASSES, brisc2025, figshare, lgg
 from .errors import DataError
 from .inference import Classifier, Segmenter
-from .metrics import HEALTHY_MASK_MIN_PX, classification_report, dice, iou, pixel_accuracy, summarize_segmentation, volume_dice
+from .metrics import (HEALTHY_MASK_MIN_PX, classification_report, dice, dice_per_patient, iou, pixel_accuracy,
+                      summarize_segmentation)
 from .models import EVAL_NAME, read_training_info
 from .preprocess import decode_image, decode_mask
 from .training.precision import hardware_summary
-
 
 
 def _leaks(data_root) -> set[str] | None:
@@ -226,14 +226,14 @@ def evaluate_lgg_segmenter(model_dir: str | Path, data_root=None, *, runtime: st
         rows = rows.select(range(min(limit, len(rows))))
     t0 = time.time()
     patients = dict(zip(rows["file_name"], rows["patient_id"]))
-    records, counts = [], {}
+    records, slices = [], []
     for name, pred, truth in _segment_rows(seg, rows, f"LGG {split}"):
         pid = patients[name]
         inter, sp, st = int((pred & truth).sum()), int(pred.sum()), int(truth.sum())
-        counts.setdefault(pid, []).append((inter, sp, st))
+        slices.append((pid, inter, sp, st))
         records.append({"file_name": name, "patient_id": pid, "tumor": st > 0, "dice": dice(pred, truth),
                         "iou": iou(pred, truth), "pixel_accuracy": pixel_accuracy(pred, truth), "pred_px": sp})
-    per_patient = {pid: volume_dice(c) for pid, c in counts.items()}
+    per_patient = dice_per_patient(slices)
     tumor = [r for r in records if r["tumor"]]
     healthy = [r for r in records if not r["tumor"]]
     pp = np.asarray(list(per_patient.values()))

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from .errors import DataError
 from .models import fetch_file, load_classifier, load_segmenter
-from .metrics import HEALTHY_MASK_MIN_PX
+from .metrics import HEALTHY_MASK_MIN_PX, dice
 from .preprocess import ImageSource, Letterbox, Preprocessor, decode_image, letterbox_image, restore_map
 from .training.precision import pick_precision
 
@@ -396,7 +396,6 @@ def tune_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
     where no setting is that clean, the cleanest. Without healthy slices: the best tumor Dice.
     With `patients` (one id per slice, as for LGG): the best mean per-patient volume Dice, which
     already pays for every false pixel on a patient's healthy slices."""
-    from .metrics import dice
     shape = (len(thresholds), len(fractions))
     tumor_dice, healthy_fp = np.zeros(shape), np.zeros(shape)
     volume = {pid: np.zeros((3, *shape)) for pid in (() if patients is None else patients)}  # intersection, predicted, true px

@@ -27,6 +27,14 @@ def volume_dice(slices: Iterable[tuple[int, int, int]]) -> float:
     return 1.0 if pred_px + true_px == 0 else 2.0 * inter / (pred_px + true_px)
 
 
+def dice_per_patient(slices: Iterable[tuple[str, int, int, int]]) -> dict[str, float]:
+    """volume_dice for each patient, from per-slice (patient id, overlap, predicted px, true px)."""
+    counts: dict[str, list] = {}
+    for pid, *c in slices:
+        counts.setdefault(pid, []).append(c)
+    return {pid: volume_dice(c) for pid, c in counts.items()}
+
+
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     p, t = np.asarray(pred, bool), np.asarray(truth, bool)
     union = int(np.logical_or(p, t).sum())

@@ -13,12 +13,11 @@ import torch.nn.functional as F
 from scipy.special import expit
 
 from .. import imagenet
-from ..metrics import HEALTHY_MASK_MIN_PX, classification_report, dice, volume_dice
+from ..metrics import HEALTHY_MASK_MIN_PX, classification_report, dice, dice_per_patient
 from ..models import build_classifier, build_segmenter, save_classifier, save_segmenter
 from ..preprocess import PreprocessConfig, Preprocessor
 from ..packs import patient_ids
 from .augment import AugmentConfig, augment, random_crops
-
 
 
 def _split_params(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], lr: float, mult: float) -> list[dict]:
@@ -114,10 +113,9 @@ class SegmentationTask:
         }
         patients = patient_ids(self.val)
         if patients is not None:  # LGG: judged per patient, so chosen per patient
-            counts = {}
-            for pid, p, t in zip(patients, preds, truth):
-                counts.setdefault(pid, []).append((int((p & t).sum()), int(p.sum()), int(t.sum())))
-            metrics["val_dice_per_patient"] = float(np.mean([volume_dice(c) for c in counts.values()]))
+            per_patient = dice_per_patient((pid, int((p & t).sum()), int(p.sum()), int(t.sum()))
+                                           for pid, p, t in zip(patients, preds, truth))
+            metrics["val_dice_per_patient"] = float(np.mean(list(per_patient.values())))
             metrics["score"] = metrics["val_dice_per_patient"]
         return metrics
 
