@@ -43,7 +43,7 @@ def lgg_sample(n: int = 30) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def real():
+def real(data_home):
     brisc, lgg = brisc_sample(), lgg_sample()
     return {"brisc": brisc, "lgg": lgg,
             "brisc_fps": audit.fingerprints(brisc, progress=False),
@@ -128,6 +128,7 @@ def test_gray_stored_as_rgb_hashes_like_gray(real):
     assert c.file_sha256 is None and a.file_sha256 != b.file_sha256
 
 
+@pytest.mark.usefixtures("data_home")
 def test_brisc_byte_identical_train_test_pair_is_exact():
     by_hash = defaultdict(list)
     for split in ("train", "test"):
@@ -224,7 +225,7 @@ def test_cache_is_reused_and_follows_file_changes(tmp_path, real, monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(audit, "fingerprint", boom)
+    monkeypatch.setattr(audit.fingerprinting, "fingerprint", boom)  # where fingerprints() looks it up
     again = audit.fingerprints(files, cache=cache, progress=False)
     for x, y in zip(first, again):
         assert (x.pixel_sha256, x.file_sha256, x.phash, x.content) == (y.pixel_sha256, y.file_sha256, y.phash, y.content)
