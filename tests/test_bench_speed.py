@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from tumorlens.bench import speed
-from tumorlens.training.precision import cpu_model
+from tumorlens.hardware import cpu_model
+
+pytestmark = pytest.mark.slow  # builds, exports to ONNX and times every model: minutes of CPU, not the fast lane
 
 NAMES = (speed.OURS, speed.OURS_TTA, speed.SEED004, speed.SEED001_UNET, speed.SEED001_DENSENET, speed.SEED001_PAIR)
 TINY = {"runs": 2, "warmup": 1, "batch": 2, "batch_runs": 1, "tiny": True, "threads": 1}

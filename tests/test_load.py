@@ -28,7 +28,7 @@ MAX_RSS_GROWTH = 1024 * 2 ** 20  # the server may grow by at most 1 GiB under th
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, data_home):
     seg, cls = tiny_model_dirs(tmp_path_factory)
     port = free_port()
     log = tmp_path_factory.mktemp("load") / "server.log"

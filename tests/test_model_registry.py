@@ -22,13 +22,14 @@ import pytest
 from PIL import Image
 
 from _tiny_models import REPO  # also puts train/ on sys.path
-from tumorlens import inference
+from tumorlens import postprocess, registry
 from tumorlens.__main__ import main as cli
-from tumorlens.app import (NO_TUMOR_TYPE_NOTE, SegmenterBank, build_demo, example_label, lgg_example_paths,
-                           pipeline_for_ui)
+from tumorlens.app import NO_TUMOR_TYPE_NOTE, SegmenterBank, build_demo, pipeline_for_ui
 from tumorlens.data import TUMOR_CLASSES, lgg
-from tumorlens.inference import (SEGMENTERS, Pipeline, Segmenter, UnknownModelError, available_segmenters,
-                                 default_model, resolve_model, segmenter_name)
+from tumorlens.examples import example_label, lgg_example_paths
+from tumorlens.inference import Pipeline, Segmenter
+from tumorlens.registry import (SEGMENTERS, UnknownModelError, available_segmenters, default_model, resolve_model,
+                                segmenter_name)
 from tumorlens.predict import pick_classifier
 from tumorlens.preprocess import decode_image, decode_mask
 from tumorlens.space_bundle import SPACE_CONFIG_NAME, build_space, space_settings
@@ -40,7 +41,7 @@ STAND_IN_THRESHOLDS = {"brisc2025": 0.35, "lgg": 0.65}
 
 
 @pytest.fixture(scope="session")
-def tiny_lgg(tmp_path_factory) -> Path:
+def tiny_lgg(tmp_path_factory, data_home) -> Path:
     """An LGG segmenter folder in the Hub layout from train/train_segmenter.py --dataset lgg."""
     import train_segmenter
 
@@ -54,7 +55,7 @@ def tiny_lgg(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lgg_test_slices() -> list[Path]:
+def lgg_test_slices(data_home) -> list[Path]:
     """Three real LGG test slices (3-channel: pre-contrast, FLAIR, post-contrast), spread over the split."""
     test = lgg.load(check="none")["test"].cast_column("image", datasets.Image(decode=False))
     paths = [Path(row["path"]) for row in test["image"]]
@@ -70,14 +71,14 @@ def models_dir(tmp_path, monkeypatch, tiny_lgg) -> Path:
         folder = models / entry.folder
         folder.mkdir(parents=True)
         for f in tiny_lgg.iterdir():
-            if f.is_file() and f.name != inference.INFERENCE_CONFIG_NAME:
+            if f.is_file() and f.name != postprocess.INFERENCE_CONFIG_NAME:
                 (folder / f.name).symlink_to(f)
-        tuned = json.loads((tiny_lgg / inference.INFERENCE_CONFIG_NAME).read_text())
-        (folder / inference.INFERENCE_CONFIG_NAME).write_text(json.dumps({**tuned, "threshold": STAND_IN_THRESHOLDS[name]}))
-    classifier = models / inference.DEFAULT_MODELS["classifier"][1]
+        tuned = json.loads((tiny_lgg / postprocess.INFERENCE_CONFIG_NAME).read_text())
+        (folder / postprocess.INFERENCE_CONFIG_NAME).write_text(json.dumps({**tuned, "threshold": STAND_IN_THRESHOLDS[name]}))
+    classifier = models / registry.DEFAULT_MODELS["classifier"][1]
     classifier.mkdir()
     (classifier / "config.json").write_text("{}")
-    monkeypatch.setattr(inference, "MODELS_DIR", models)
+    monkeypatch.setattr(registry, "MODELS_DIR", models)
     for env in ("TUMORLENS_SEG_MODEL", "TUMORLENS_CLS_MODEL"):
         monkeypatch.delenv(env, raising=False)
     return models
@@ -152,7 +153,7 @@ def test_predict_lgg_by_name_runs_no_classifier_unless_asked(models_dir, lgg_tes
     def args(**kw):
         return Namespace(**{"no_classifier": False, "cls_model": None, **kw})
 
-    shipped_classifier = str(models_dir / inference.DEFAULT_MODELS["classifier"][1])
+    shipped_classifier = str(models_dir / registry.DEFAULT_MODELS["classifier"][1])
     with caplog.at_level(logging.INFO, logger="tumorlens.predict"):
         assert pick_classifier(args(), "lgg") is None
         assert pick_classifier(args(), str(models_dir / SEGMENTERS["lgg"].folder)) is None
@@ -247,6 +248,7 @@ def test_models_load_once_across_threads_and_a_broken_one_is_a_clear_error():
     assert pipeline_for_ui(bank, "brisc2025") is ready
 
 
+@pytest.mark.usefixtures("data_home")
 def test_lgg_examples_come_from_the_test_split_with_an_abnormality():
     paths = lgg_example_paths()
     test_patients = set(lgg.load(check="none")["test"]["patient_id"])

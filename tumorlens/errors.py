@@ -16,3 +16,7 @@ class DataError(TumorLensError, ValueError):
         self.path = None if path is None else str(path)
         self.reason = reason
         super().__init__(f"{reason}: {self.path}" if self.path else reason)
+
+
+class ConfigError(TumorLensError, ValueError):
+    """A setting (an argument or an environment variable) has a value TumorLens cannot use."""

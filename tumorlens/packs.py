@@ -12,14 +12,10 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
+from .paths import packs_cache_dir
 from .preprocess import PreprocessConfig, Preprocessor
 
-CACHE_ENV = "TUMORLENS_CACHE"
 PACK_VERSION = 1  # bump when the preprocessing changes, so stale packs are rebuilt
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "tumorlens")) / "packs"
 
 
 def _prepare_one(args):
@@ -97,7 +93,7 @@ def load_pack(path: Path) -> dict[str, np.ndarray]:
 
 def cached(name: str, build, *, directory: Path | None = None) -> dict[str, np.ndarray]:
     """Load the pack `name` from the cache, building it with `build()` and saving it if absent."""
-    path = (directory or cache_dir()) / f"{name}-v{PACK_VERSION}.npz"
+    path = (directory or packs_cache_dir()) / f"{name}-v{PACK_VERSION}.npz"
     if path.is_file():
         return load_pack(path)
     pack = build()

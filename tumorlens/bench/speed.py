@@ -23,15 +23,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..inference import Classifier, Segmenter, _Runner, default_model
-from ..latency import time_call
-from ..training.precision import BF16_CPU_FLAGS, cpu_flags, hardware_summary, pick_precision
+from ..hardware import BF16_CPU_FLAGS, cpu_flags, default_threads, hardware_summary, pick_precision
+from ..inference import Classifier, Segmenter
+from ..registry import default_model
+from ..runtime import Runner
+from . import seeds
+from .latency import time_call
 
 RUNTIMES = ("torch-fp32", "torch-bf16", "onnx")
 OURS, OURS_TTA = "ours_seg+cls", "ours_seg+cls_hflip_tta"
 SEED004 = "seed004_unet_vgg16"
 SEED001_UNET, SEED001_DENSENET, SEED001_PAIR = "seed001_unet64x5", "seed001_densenet121", "seed001_pair"
-TARGETS = {"vs_seed004_p50": 5.0, "vs_seed001_pair_p50": 10.0}  # ours must be this many times faster
+TARGETS = {"vs_seed004_p50": seeds.TARGETS["speed_vs_seed004"],  # ours must be this many times faster
+           "vs_seed001_pair_p50": seeds.TARGETS["speed_vs_seed001_pair"]}
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 HOW = ("ratio = seed p50 / ours p50 (>1: ours faster). 'best_vs_best': ours at its fastest runtime vs the "
        "seed at its fastest runtime; 'same_runtime': both in the same runtime. 'ours' is the end-to-end "
@@ -135,10 +139,11 @@ def _error_row(name: str, runtime: str, input_desc: str, exc: Exception) -> dict
             "throughput_img_s": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _seed_runner(name: str, model: nn.Module, size: int, runtime: str, tiny: bool) -> _Runner:
+def _seed_runner(name: str, model: nn.Module, size: int, runtime: str, tiny: bool) -> Runner:
     # The ONNX file is cached by name, size and torch version: weights are a fixed random draw.
     key = f"seed-{name}-{size}{'-tiny' if tiny else ''}-torch{torch.__version__}"
-    return _Runner(model, size, key=key, **_runtime_kwargs(runtime))
+    kind = "classifier" if name == SEED001_DENSENET else "segmenter"
+    return Runner(model, size, kind=kind, cache_key=key, **_runtime_kwargs(runtime))
 
 
 def _ours_rows(seg_model, cls_model, runtime: str, image: np.ndarray, batch_images: list[np.ndarray], **timing) -> list[dict]:
@@ -227,12 +232,6 @@ def check_targets(ratios: dict) -> dict:
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
-def default_threads() -> int:
-    """All cores; $OMP_NUM_THREADS, when set, wins, so a run beside other work can be kept small."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
-
-
 def speed_benchmark(seg_model=None, cls_model=None, *, runs: int = 50, warmup: int = 5, batch: int = 16,
                     batch_runs: int = 5, runtimes=RUNTIMES, image: np.ndarray | None = None, tiny: bool = False,
                     include_ours: bool = True, threads: int | None = None, command: str | None = None) -> dict:
@@ -315,7 +314,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--batch-runs", type=int, default=5)
     p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
-    p.add_argument("--threads", type=int, default=None, help="default: $OMP_NUM_THREADS if set, else all cores")
+    p.add_argument("--threads", type=int, default=None, help="default: $TUMORLENS_THREADS if set, else all cores")
     p.add_argument("--tiny", action="store_true", help="tiny seed models and a 64 px image: checks the harness only")
     p.add_argument("--out", default=None, help="also write the full result as JSON here")
     args = p.parse_args(argv)

@@ -1,7 +1,8 @@
 """Inference latency of the shipped models on this machine, per runtime (torch precision picked
-per CPU, torch fp32, ONNX Runtime): the evidence behind `runtime='auto'`.
+per CPU, torch fp32, ONNX Runtime): the evidence behind `runtime='auto'`. `time_call` is the one
+timer every speed measurement here uses.
 
-    python -m tumorlens.latency [--seg-model X] [--cls-model Y] [--runs 50] [--image PATH]"""
+    python -m tumorlens.bench.latency [--seg-model X] [--cls-model Y] [--runs 50] [--image PATH]"""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import time
 import numpy as np
 import torch
 
-from .inference import Classifier, Segmenter, default_model
-from .preprocess import decode_image
-from .training.precision import hardware_summary
+from ..hardware import hardware_summary
+from ..inference import Classifier, Segmenter
+from ..preprocess import decode_image
+from ..registry import default_model
 
 
 def time_call(fn, runs: int, warmup: int = 5) -> dict:
+    """p50 and p90 milliseconds of `fn()` over `runs` calls after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -44,7 +47,7 @@ def model_latency(kind: str, name: str, image: np.ndarray, runs: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tumorlens.latency", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tumorlens.bench.latency", description=__doc__)
     p.add_argument("--seg-model", default=default_model("segmenter"))
     p.add_argument("--cls-model", default=default_model("classifier"))
     p.add_argument("--image", default=None, help="an MRI slice (default: a 512x512 random image)")

@@ -1,16 +1,23 @@
-"""Pick the numeric precision per machine: bf16 where the hardware does it natively, fp32 elsewhere.
+"""What this machine is and what it runs best: the CPU probe, the numeric precision per machine,
+and the one thread default. The ground floor: imports nothing from TumorLens but its errors.
 
-Measured (torch 2.14.1, 2 threads): on an AVX-512 bf16 CPU, bf16 autocast + channels_last is
-2-4x faster than fp32; on an AVX2-only CPU, bf16 autocast is 10x *slower* (emulated)."""
+Precision: bf16 where the hardware does it natively, fp32 elsewhere. Measured (torch 2.14.1,
+2 threads): on an AVX-512 bf16 CPU, bf16 autocast + channels_last is 2-4x faster than fp32; on an
+AVX2-only CPU, bf16 autocast is 10x *slower* (emulated)."""
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
 import torch
 
+from .errors import ConfigError
+
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+PRECISIONS = ("auto", "bf16", "fp32")
+THREADS_ENV = "TUMORLENS_THREADS"
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
@@ -39,14 +46,25 @@ def cpu_model(cpuinfo: str | None = None) -> str:
 
 def pick_precision(requested: str = "auto", device: str | torch.device = "cpu", flags: set[str] | None = None) -> str:
     """'auto' -> 'bf16' on CUDA and on CPUs with AVX-512 bf16 or AMX, else 'fp32'."""
-    if requested not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, not {requested!r}")
+    if requested not in PRECISIONS:
+        raise ConfigError(f"precision must be auto, bf16 or fp32, not {requested!r}")
     if requested != "auto":
         return requested
     if torch.device(device).type == "cuda":
         return "bf16"
     flags = cpu_flags() if flags is None else flags
     return "bf16" if any(f in flags for f in BF16_CPU_FLAGS) else "fp32"
+
+
+def default_threads() -> int:
+    """Torch threads when none are asked for: $TUMORLENS_THREADS (a positive whole number), else
+    all cores. The one thread default for training, tuning and the benchmarks."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"${THREADS_ENV} must be a positive whole number, not {value!r}")
+    return int(value)
 
 
 def hardware_summary(device: str | torch.device = "cpu") -> dict:
