@@ -10,12 +10,12 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
 
+from .data.registry import get_dataset
 from .models import EVAL_NAME, TRAINING_INFO_NAME
 
 CARD_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
 TEMPLATES = {"segmenter": "segmenter.md", "classifier": "classifier.md"}
 DATASET_TEMPLATES = {("segmenter", "lgg"): "segmenter_lgg.md"}  # a model scored on another dataset has its own card
-DATASET_NAMES = {"brisc2025": "BRISC 2025", "lgg": "LGG MRI Segmentation (kaggle_3m)"}
 
 
 def _read(folder: Path, name: str) -> dict:
@@ -33,27 +33,23 @@ def _pct(x) -> str:
 
 
 def card_data(kind: str, ev: dict, model_name: str) -> ModelCardData:
-    results = []
     dataset = ev.get("dataset_id", "brisc2025") if ev else "brisc2025"
-    if kind == "segmenter" and dataset == "lgg":
-        for metric, value, name in (("dice", ev["dice_per_patient_mean"], "Mean Dice per patient"),
-                                    ("dice", ev["dice_mean"], "Mean Dice per tumor slice"), ("iou", ev["miou"], "mIoU")):
-            results.append(EvalResult(task_type="image-segmentation", dataset_type="lgg", dataset_name=DATASET_NAMES["lgg"],
-                                      dataset_split="test (patient-wise)", metric_type=metric,
-                                      metric_value=round(value, 4), metric_name=name))
-    elif kind == "segmenter" and ev:
-        for metric, value, name in (("dice", ev["dice_mean"], "Mean Dice"), ("iou", ev["miou"], "mIoU"),
-                                    ("accuracy", ev["pixel_accuracy"], "Pixel accuracy")):
-            results.append(EvalResult(task_type="image-segmentation", dataset_type="brisc2025", dataset_name="BRISC 2025",
-                                      dataset_split="test", metric_type=metric, metric_value=round(value, 4),
-                                      metric_name=name))
-    if kind == "classifier" and ev:
-        for metric, value, name in (("accuracy", ev["accuracy"], "Accuracy"), ("f1", ev["macro_f1"], "Macro F1")):
-            results.append(EvalResult(task_type="image-classification", dataset_type="brisc2025", dataset_name="BRISC 2025",
-                                      dataset_split="test", metric_type=metric, metric_value=round(value, 4),
-                                      metric_name=name))
-    # weights trained on LGG follow its CC BY-NC-SA data licence
-    common = dict(license="cc-by-nc-sa-4.0" if dataset == "lgg" else "apache-2.0", tags=["medical", "mri", "brain-tumor", "tumorlens"],
+    record = get_dataset(dataset)  # its title, card split and the licence of weights trained on it
+    if not ev:
+        metrics = ()
+    elif kind == "segmenter" and record.scoring == "per_patient":
+        metrics = (("dice", ev["dice_per_patient_mean"], "Mean Dice per patient"),
+                   ("dice", ev["dice_mean"], "Mean Dice per tumor slice"), ("iou", ev["miou"], "mIoU"))
+    elif kind == "segmenter":
+        metrics = (("dice", ev["dice_mean"], "Mean Dice"), ("iou", ev["miou"], "mIoU"),
+                   ("accuracy", ev["pixel_accuracy"], "Pixel accuracy"))
+    else:
+        metrics = (("accuracy", ev["accuracy"], "Accuracy"), ("f1", ev["macro_f1"], "Macro F1"))
+    results = [EvalResult(task_type=f"image-{'segmentation' if kind == 'segmenter' else 'classification'}",
+                          dataset_type=record.name, dataset_name=record.title, dataset_split=record.card_split,
+                          metric_type=metric, metric_value=round(value, 4), metric_name=name)
+               for metric, value, name in metrics]
+    common = dict(license=record.model_licence, tags=["medical", "mri", "brain-tumor", "tumorlens"],
                   datasets=[dataset], model_name=model_name, eval_results=results or None)
     if kind == "segmenter":
         return ModelCardData(library_name="segmentation-models-pytorch", pipeline_tag="image-segmentation",

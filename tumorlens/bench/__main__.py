@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError
+from ..paths import runs_dir
 from . import figshare_cv
 from .run import run_bench
 
@@ -26,19 +27,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tumorlens.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("benchmarks"), help="results.md, results.json and plots")
-    p.add_argument("--data-root", help="folder holding brisc2025/, figshare/, lgg/ (default $TUMORLENS_DATA or ../shared/data)")
+    p.add_argument("--data-home", "--data-root", dest="data_home",
+                   help="the data home: the folder holding brisc2025/, figshare/, lgg/ (default $TUMORLENS_DATA or ../shared/data)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--subset", type=int, help="score only the first N test images per dataset (a smoke run)")
     p.add_argument("--speed-runs", type=int, default=50, help="timed runs per row after warm-up (>= 50 for the table)")
     p.add_argument("--figshare-results", type=Path, default=figshare_cv.RESULTS_DIR)
-    p.add_argument("--cases-dir", type=Path, default=Path("runs/bench/cases"),
+    p.add_argument("--cases-dir", type=Path, default=runs_dir("bench", "cases"),
                    help="best/worst overlay grids (dataset images: never commit them)")
     p.add_argument("--no-cases", action="store_true")
     p.add_argument("--merge", action="store_true",
                    help="keep the other sections of an existing results.json (e.g. re-time speed on a quiet machine)")
     args = p.parse_args(argv)
     try:
-        run_bench(args.out, data_root=args.data_root, limit=args.subset, speed_runs=args.speed_runs,
+        run_bench(args.out, data_home=args.data_home, limit=args.subset, speed_runs=args.speed_runs,
                   sections=args.sections, figshare_results=args.figshare_results,
                   cases_dir=None if args.no_cases else args.cases_dir, argv=argv, merge=args.merge)
     except (DataError, ValueError) as exc:

@@ -146,19 +146,19 @@ def _render_cases(model: str, records: list[dict], paths: dict[str, tuple], out:
     return made
 
 
-def brisc_cases(model: str, records: list[dict], data_root, out: Path) -> list[Path]:
+def brisc_cases(model: str, records: list[dict], root, out: Path) -> list[Path]:
     from ..data import brisc2025
     import datasets
-    test = brisc2025.load_segmentation(data_root)["test"]
+    test = brisc2025.load_segmentation(root)["test"]
     raw = test.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image(decode=False))
     paths = {n: (i["path"], m["path"]) for n, i, m in zip(raw["file_name"], raw["image"], raw["mask"])}
     return _render_cases(model, records, paths, out)
 
 
-def lgg_cases(model: str, records: list[dict], data_root, out: Path) -> list[Path]:
+def lgg_cases(model: str, records: list[dict], root, out: Path) -> list[Path]:
     from ..data import lgg
     import datasets
-    test = lgg.load(data_root)["test"]
+    test = lgg.load(root)["test"]
     raw = test.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image(decode=False))
     paths = {n: (i["path"], m["path"]) for n, i, m in zip(raw["file_name"], raw["image"], raw["mask"])}
     return _render_cases(model, [r for r in records if r["tumor"]], paths, out)

@@ -9,17 +9,18 @@ import shlex
 import time
 from pathlib import Path
 
-from ..inference import default_model
-from ..training.precision import hardware_summary
+from .. import registry
+from ..data.registry import get_dataset
+from ..hardware import hardware_summary
+from ..registry import default_model
 from . import figshare_cv
 from .seeds import SEEDS, TARGETS
 
-LGG_MODEL = "tumorlens-unet-mobilenetv2-lgg"
+LGG_MODEL = registry.LGG_SEGMENTER
 
 
 def _shipped(folder: str) -> str | None:
-    from ..inference import MODELS_DIR
-    path = MODELS_DIR / folder
+    path = registry.MODELS_DIR / folder
     return str(path) if (path / "config.json").is_file() else None
 
 
@@ -27,10 +28,10 @@ def _compact_seg(ev: dict) -> dict:
     return {k: v for k, v in ev.items() if k not in ("per_image", "dice_per_patient")}
 
 
-def audit_section(data_root, out: Path, limit: int | None) -> dict:
+def audit_section(data_home, out: Path, limit: int | None) -> dict:
     """Within and across datasets; the pair lists go to out/audit/duplicates.json, counts here."""
     from .. import audit
-    report = audit.audit(data_root, out / "audit", progress=False)
+    report = audit.audit(data_home, out / "audit", progress=False)
     rows = [{k: c[k] for k in ("a", "b", "scope", "n_a", "n_b", "exact_pairs", "near_pairs",
                                  "a_images_with_duplicate", "b_images_with_duplicate")}
             for c in report["comparisons"]]
@@ -49,34 +50,36 @@ def audit_section(data_root, out: Path, limit: int | None) -> dict:
     }
 
 
-def brisc_section(data_root, limit: int | None, cases_dir: Path | None) -> dict:
-    from ..evaluate import evaluate_classifier, evaluate_segmenter
+def brisc_section(root, limit: int | None, cases_dir: Path | None) -> dict:
+    """`root`: BRISC 2025's own folder (None: its usual place)."""
+    from ..evaluate import evaluate
     out = {}
     seg_model, cls_model = default_model("segmenter"), default_model("classifier")
     if seg_model:
-        ev = evaluate_segmenter(seg_model, data_root, limit=limit)
+        ev = evaluate(seg_model, "segmenter", "brisc2025", root, limit=limit)
         out["segmentation"] = {"model": Path(seg_model).name, **_compact_seg(ev),
                                "dice_values": [r["dice"] for r in ev["per_image"]]}
         if cases_dir:
             from .report import brisc_cases
-            brisc_cases(seg_model, ev["per_image"], data_root, cases_dir / "brisc")
+            brisc_cases(seg_model, ev["per_image"], root, cases_dir / "brisc")
     if cls_model:
-        ev = evaluate_classifier(cls_model, data_root, limit=limit)
+        ev = evaluate(cls_model, "classifier", "brisc2025", root, limit=limit)
         variants = Path(cls_model) / "variants.json"  # alternatives measured and not shipped (stored)
         out["classification"] = {"model": Path(cls_model).name, **ev,
                                  "variants": json.loads(variants.read_text()) if variants.is_file() else []}
     return out
 
 
-def lgg_section(data_root, limit: int | None, cases_dir: Path | None) -> dict:
-    from ..evaluate import evaluate_lgg_segmenter
+def lgg_section(root, limit: int | None, cases_dir: Path | None) -> dict:
+    """`root`: LGG's own folder (None: its usual place)."""
+    from ..evaluate import evaluate
     model = _shipped(LGG_MODEL)
     if model is None:
         return {"missing": f"models/{LGG_MODEL} is not shipped"}
-    ev = evaluate_lgg_segmenter(model, data_root, limit=limit)
+    ev = evaluate(model, "segmenter", "lgg", root, limit=limit)
     if cases_dir:
         from .report import lgg_cases
-        lgg_cases(model, ev["per_image"], data_root, cases_dir / "lgg")
+        lgg_cases(model, ev["per_image"], root, cases_dir / "lgg")
     return {"model": LGG_MODEL, **_compact_seg(ev), "dice_per_patient": ev["dice_per_patient"],
             "dice_values": [r["dice"] for r in ev["per_image"] if r["tumor"]]}
 
@@ -148,10 +151,11 @@ def targets_section(results: dict) -> dict:
     return out
 
 
-def run_bench(out: Path, *, data_root=None, limit: int | None = None, speed_runs: int = 50,
+def run_bench(out: Path, *, data_home=None, limit: int | None = None, speed_runs: int = 50,
               sections=("audit", "brisc", "figshare", "lgg", "speed"), figshare_results: Path = figshare_cv.RESULTS_DIR,
               cases_dir: Path | None = None, argv: list[str] | None = None, merge: bool = False) -> dict:
-    """merge: keep the other sections of an existing out/results.json (re-run one section, e.g. speed
+    """data_home: the folder holding brisc2025/, figshare/, lgg/ (None: $TUMORLENS_DATA, else ../shared/data).
+    merge: keep the other sections of an existing out/results.json (re-run one section, e.g. speed
     on a quiet machine, without re-scoring the rest); each section records its own command and time."""
     from .report import plot_all, write_markdown
     out = Path(out)
@@ -169,13 +173,13 @@ def run_bench(out: Path, *, data_root=None, limit: int | None = None, speed_runs
         made[name] = {"when": now, "command": command}
     results["command"] = command if not merge else "; ".join(dict.fromkeys(m["command"] for m in made.values()))
     if "audit" in sections:
-        results["audit"] = audit_section(data_root, out, limit)
+        results["audit"] = audit_section(data_home, out, limit)
     if "brisc" in sections:
-        results["brisc"] = brisc_section(data_root and Path(data_root) / "brisc2025", limit, cases_dir)
+        results["brisc"] = brisc_section(get_dataset("brisc2025").root_in(data_home), limit, cases_dir)
     if "figshare" in sections:
         results["figshare"] = figshare_section(figshare_results)
     if "lgg" in sections:
-        results["lgg"] = lgg_section(data_root and Path(data_root) / "lgg", limit, cases_dir)
+        results["lgg"] = lgg_section(get_dataset("lgg").root_in(data_home), limit, cases_dir)
     if "speed" in sections:
         from .speed import speed_benchmark
         results["speed"] = speed_benchmark(runs=speed_runs, batch_runs=max(2, speed_runs // 10),

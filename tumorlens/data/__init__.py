@@ -1,14 +1,11 @@
 """Dataset loaders, one module per dataset, each reading the original release layout into a
-`datasets.DatasetDict` with `Image` features."""
+`datasets.DatasetDict` with `Image` features; one `DatasetRecord` per dataset (tumorlens.data.registry)."""
 
-from . import brisc2025, figshare, lgg
+from . import brisc2025, figshare, lgg, registry
 from ._common import DATA_ENV, TUMOR_CLASSES, TUMOR_CLASS_LABEL, data_home, resolve_root
+from .registry import DatasetRecord, dataset_names, get_dataset, register
 
-LOADERS = {
-    "brisc2025": brisc2025.load,
-    "figshare": figshare.load,
-    "lgg": lgg.load,
-}
+LOADERS = {r.name: r.loader for r in registry.records()}  # a snapshot; registry.get_dataset(name).loader is live
 
-__all__ = ["brisc2025", "figshare", "lgg", "LOADERS", "DATA_ENV", "TUMOR_CLASSES", "TUMOR_CLASS_LABEL",
-           "data_home", "resolve_root"]
+__all__ = ["brisc2025", "figshare", "lgg", "registry", "LOADERS", "DatasetRecord", "dataset_names", "get_dataset",
+           "register", "DATA_ENV", "TUMOR_CLASSES", "TUMOR_CLASS_LABEL", "data_home", "resolve_root"]

@@ -1,26 +1,26 @@
-"""python -m tumorlens.data build {brisc2025,figshare,lgg} --root PATH --out DIR [--push-to-hub REPO]"""
+"""python -m tumorlens.data build DATASET --root PATH --out DIR [--push-to-hub REPO]  (DATASET: a registered name)"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
 import datasets
 
 from ..errors import DataError
-from . import brisc2025, figshare, lgg
 from .cards import dataset_card
+from .registry import dataset_names, get_dataset
 
 BRISC_TASKS = ("classification", "segmentation", "segmentation+no_tumor")
 
 
 def load_named(name: str, root: str | None, task: str | None, check: str) -> datasets.DatasetDict:
-    if name == "brisc2025":
-        return brisc2025.load(root, task=task or "classification", check=check)
-    if name == "figshare":
-        return figshare.load(root, check=check)
-    return lgg.load(root, check=check)
+    """`name`'s original layout; `task` picks a BRISC 2025 view (a loader that takes no task is given none)."""
+    record = get_dataset(name)
+    takes_task = "task" in inspect.signature(record.loader).parameters
+    return record.load(root, check=check, **({"task": task or "classification"} if takes_task else {}))
 
 
 def build(name: str, root: str | None, out: Path, *, task: str | None = None, fmt: str = "disk",
@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tumorlens.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="read a dataset's original layout and write it as a Hugging Face dataset")
-    b.add_argument("dataset", choices=("brisc2025", "figshare", "lgg"))
-    b.add_argument("--root", help="dataset root (default: $TUMORLENS_DATA/<name> or ../shared/data/<name>)")
+    b.add_argument("dataset", choices=dataset_names())
+    b.add_argument("--root", help="the dataset's own folder (default: $TUMORLENS_<NAME>_ROOT, else $TUMORLENS_DATA/<name>, "
+                                     "else ../shared/data/<name>)")
     b.add_argument("--out", required=True, type=Path, help="output folder")
     b.add_argument("--task", choices=BRISC_TASKS, help="BRISC 2025 only (default classification)")
     b.add_argument("--format", choices=("disk", "parquet"), default="disk",

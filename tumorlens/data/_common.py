@@ -11,26 +11,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..paths import DATA_ENV, data_home
 from ..preprocess import decode_image, open_image
 
 # One label space for the whole project (BRISC's, alphabetical); Figshare maps into it.
 TUMOR_CLASSES = ("glioma", "meningioma", "no_tumor", "pituitary")
 TUMOR_CLASS_LABEL = datasets.ClassLabel(names=list(TUMOR_CLASSES))
-DATA_ENV = "TUMORLENS_DATA"
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def data_home() -> Path:
-    """The folder holding brisc2025/, figshare/ and lgg/: $TUMORLENS_DATA, else ../shared/data
-    beside the project (or beside the current directory)."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser()
-    for base in (_PROJECT_ROOT, Path.cwd()):
-        candidate = (base / ".." / "shared" / "data").resolve()
-        if candidate.is_dir():
-            return candidate
-    return (_PROJECT_ROOT / ".." / "shared" / "data").resolve()
 
 
 def resolve_root(name: str, root: str | Path | None = None, *, env_var: str | None = None) -> Path:
@@ -46,24 +32,6 @@ def resolve_root(name: str, root: str | Path | None = None, *, env_var: str | No
 def require_file(path: Path, what: str = "file") -> Path:
     if not path.is_file():
         raise DataError(path, f"{what} not found")
-    return path
-
-
-def follow_link(path: Path) -> Path:
-    """A symbolic link, or a small text file holding a relative link target (how git checks
-    symlinks out where it cannot make them), -> the file it points to."""
-    path = Path(path)
-    if path.is_symlink():
-        return path.resolve()
-    try:
-        if path.is_file() and path.stat().st_size < 512:
-            target = path.read_bytes().decode("utf-8").strip()
-            if target and "\n" not in target and not target.startswith("\x89"):
-                candidate = (path.parent / target).resolve()
-                if candidate.is_file() and candidate != path.resolve():
-                    return candidate
-    except (UnicodeDecodeError, OSError, ValueError):
-        pass
     return path
 
 
@@ -92,5 +60,5 @@ def check_images(paths: Iterable[Path], level: str, desc: str) -> None:
 
 __all__ = [
     "TUMOR_CLASSES", "TUMOR_CLASS_LABEL", "DATA_ENV", "data_home", "resolve_root", "require_file",
-    "check_images", "follow_link", "open_image",
+    "check_images", "open_image",
 ]

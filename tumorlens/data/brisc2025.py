@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..preprocess import IMAGE_SUFFIXES
-from ._common import TUMOR_CLASS_LABEL, TUMOR_CLASSES, check_images, follow_link, resolve_root
+from ._common import TUMOR_CLASS_LABEL, TUMOR_CLASSES, check_images, resolve_root
 
 NAME = "brisc2025"
 ROOT_ENV = "TUMORLENS_BRISC2025_ROOT"
@@ -112,7 +112,7 @@ def load_segmentation(root: str | Path | None = None, *, include_no_tumor: bool 
             if path.stem not in masks:
                 raise DataError(mask_dir / f"{path.stem}.png", "mask not found for image")
             meta = parse_file_name(path.name)
-            rows["image"].append(str(follow_link(path)))
+            rows["image"].append(str(path))
             rows["mask"].append(str(masks[path.stem]))
             rows["label"].append(meta["label"])
             rows["plane"].append(meta["plane"])
