@@ -12,9 +12,11 @@ import logging
 import os
 from pathlib import Path
 
-from tumorlens.app import build_demo, example_paths, launch_options, lgg_example_paths
+from tumorlens.app import build_demo, launch_options
 from tumorlens.errors import TumorLensError
-from tumorlens.inference import DEFAULT_SEGMENTER, SEGMENTERS, Pipeline, resolve_model, segmenter_name
+from tumorlens.examples import example_paths, lgg_example_paths
+from tumorlens.inference import Pipeline
+from tumorlens.registry import DEFAULT_SEGMENTER, SEGMENTERS, resolve_model, segmenter_name
 from tumorlens.space_bundle import space_settings
 
 log = logging.getLogger("tumorlens.space")

@@ -9,7 +9,7 @@ See tumorlens/space_bundle.py for what goes in."""
 import argparse
 import sys
 
-from tumorlens.inference import SEGMENTERS
+from tumorlens.registry import SEGMENTERS
 from tumorlens.space_bundle import build_space, extra_segmenters_shipped
 
 

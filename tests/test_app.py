@@ -23,14 +23,17 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from _tiny_models import REPO, train_tiny
-from test_medical_io import BAD_INPUTS, gray, nifti_display_slices, real_slice, write_dicom, write_nifti
-from tumorlens import app as app_module
-from tumorlens.app import (QUEUE_SIZE, ScanCache, analyze_for_ui, analyze_scan, build_demo,
-                           example_label, example_paths, launch_options, pick_example_files)
+from test_medical_io import (BAD_INPUTS, gray, nifti_display_slices, phantom, phantom_file, real_slice, write_dicom,
+                             write_nifti)
+from tumorlens import examples as examples_module
+from tumorlens.app import QUEUE_SIZE, Request, analyze_for_ui, build_demo, launch_options
 from tumorlens.data import TUMOR_CLASSES
-from tumorlens.inference import SEGMENTERS, Pipeline, available_segmenters
+from tumorlens.examples import example_label, example_paths, pick_example_files
+from tumorlens.inference import Pipeline
+from tumorlens.registry import SEGMENTERS, available_segmenters
 from tumorlens.medical_io import MAX_UPLOAD_BYTES, read_scan
 from tumorlens.preprocess import decode_image, decode_mask
+from tumorlens.scan_analysis import analyze_scan
 from tumorlens.space_bundle import (DEFAULT_HUB_MODELS, SPACE_CONFIG_NAME, build_space, check_space_folder,
                                     space_settings)
 
@@ -41,7 +44,8 @@ SHIPPED_CLASSIFIER = REPO / "models" / "tumorlens-efficientnet-lite0-brisc2025"
 
 def tiny_model_dirs(tmp_path_factory) -> tuple[Path, Path]:
     """(segmenter, classifier) folders from the real training scripts (2 steps on 12 slices), made
-    once per pytest session and shared by every test module that asks."""
+    once per pytest session and shared by every test module that asks. They train on the shared
+    data: whatever calls this asks for the data_home fixture (which marks it slow)."""
     root = tmp_path_factory.getbasetemp() / "tiny-models"
     root.mkdir(exist_ok=True)
     folders = []
@@ -74,7 +78,7 @@ def pick_threshold(pipeline: Pipeline, rgb: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def pipeline(tmp_path_factory, data_home):
     seg, cls = tiny_model_dirs(tmp_path_factory)
     return Pipeline.from_pretrained(seg, cls, runtime="torch")
 
@@ -93,6 +97,7 @@ def served(demo):
 
 
 # -- examples ------------------------------------------------------------------------------
+@pytest.mark.usefixtures("data_home")
 def test_examples_come_from_the_dataset_one_per_class():
     paths = example_paths()
     assert len(paths) == 4 and all(Path(p).resolve().is_relative_to(BRISC.resolve()) for p in paths)
@@ -100,8 +105,10 @@ def test_examples_come_from_the_dataset_one_per_class():
     assert [example_label(p) for p in paths] == ["glioma", "meningioma", "healthy (no tumor)", "pituitary"]
 
 
-def test_examples_from_a_hub_dataset_in_the_brisc_layout(monkeypatch):
-    local = {c: real_slice(c) for c in TUMOR_CLASSES}
+def test_examples_from_a_hub_dataset_in_the_brisc_layout(monkeypatch, tmp_path):
+    codes = {"glioma": "gl", "meningioma": "me", "no_tumor": "no", "pituitary": "pi"}
+    local = {c: phantom_file(tmp_path / f"brisc2025_test_0000{k}_{codes[c]}_ax_t1.jpg", k)
+             for k, c in enumerate(TUMOR_CLASSES, start=1)}
     files = ["README.md"] + [f"classification_task/{split}/{c}/{local[c].name}" for split in ("train", "test")
                              for c in TUMOR_CLASSES] + ["segmentation_task/test/images/x.jpg"]
     calls = []
@@ -115,8 +122,8 @@ def test_examples_from_a_hub_dataset_in_the_brisc_layout(monkeypatch):
         assert repo_type == "dataset" and "/test/" in filename
         return str(local[filename.split("/")[-2]])
 
-    monkeypatch.setattr(app_module, "HfApi", FakeApi)
-    monkeypatch.setattr(app_module, "hf_hub_download", fake_download)
+    monkeypatch.setattr(examples_module, "HfApi", FakeApi)
+    monkeypatch.setattr(examples_module, "hf_hub_download", fake_download)
     monkeypatch.setenv("TUMORLENS_EXAMPLES_DATASET", "someone/brisc2025")
     assert example_paths() == [str(local[c]) for c in TUMOR_CLASSES]
     assert calls == [("someone/brisc2025", "dataset")]
@@ -128,11 +135,11 @@ def test_unreachable_hub_dataset_means_no_examples_and_a_log_line(monkeypatch, c
         def list_repo_files(self, repo_id, repo_type=None):
             raise ConnectionError("no network")
 
-    monkeypatch.setattr(app_module, "HfApi", OfflineApi)
-    with caplog.at_level(logging.WARNING, logger="tumorlens.app"):
+    monkeypatch.setattr(examples_module, "HfApi", OfflineApi)
+    with caplog.at_level(logging.WARNING, logger="tumorlens.examples"):
         assert example_paths(dataset="someone/brisc2025") == []
     assert "cannot read the Hub dataset someone/brisc2025" in caplog.text
-    with caplog.at_level(logging.WARNING, logger="tumorlens.app"):
+    with caplog.at_level(logging.WARNING, logger="tumorlens.examples"):
         assert example_paths(data_root="/nonexistent/brisc2025") == []
     assert "without examples" in caplog.text
 
@@ -149,11 +156,12 @@ def test_pipeline_on_real_brisc_test_slices(pipeline):
         assert seg.mask.dtype == bool and 0 <= seg.probability.min() <= seg.probability.max() <= 1
         probs = result.analysis.class_probabilities
         assert list(probs) == list(TUMOR_CLASSES) and sum(probs.values()) == pytest.approx(1, abs=1e-4)
-        overlay, mask, heat, label, verdict, size = analyze_for_ui(pipeline, str(path), 0.5, None, cache=ScanCache())
+        overlay, mask, heat, label, verdict, size = analyze_for_ui(pipeline, Request(str(path), 0.5))
         assert overlay.shape == heat.shape == rgb.shape and mask.shape == rgb.shape[:2]
         assert label == probs and "tumor found" in verdict.lower() and "px" in size
 
 
+@pytest.mark.usefixtures("data_home")
 @pytest.mark.skipif(not (SHIPPED_SEGMENTER / "config.json").is_file(),
                     reason=f"the shipped segmenter is not trained yet ({SHIPPED_SEGMENTER.relative_to(REPO)} "
                            "is missing): run train/train_segmenter.py")
@@ -162,12 +170,10 @@ def test_shipped_segmenter_outlines_the_tumor_on_real_test_slices():
     pipe = Pipeline.from_pretrained(str(SHIPPED_SEGMENTER), cls, runtime="torch")
     seg_test = BRISC / "segmentation_task" / "test"
     dices, missed = [], []
-    names = {"gl": "glioma", "me": "meningioma", "pi": "pituitary"}
     # a spread over the whole test set (every 43rd slice), not its first rows: the model's
     # misses are real (see eval.json) and a test on a hand-picked handful would hide or inflate them
     for mask_file in sorted((seg_test / "masks").glob("*.png"))[::43]:
-        # segmentation images are links to the classification images of the same name
-        image = BRISC / "classification_task" / "test" / names[mask_file.stem.split("_")[3]] / f"{mask_file.stem}.jpg"
+        image = seg_test / "images" / f"{mask_file.stem}.jpg"
         truth = decode_mask(mask_file).astype(bool)
         mask = analyze_scan(pipe, read_scan(image)).segmentation.mask
         inter = (mask & truth).sum()
@@ -282,15 +288,28 @@ def test_nifti_slice_and_whole_volume(served, pipeline, tmp_path):
     assert size.startswith("Slice 2:")
 
 
-def test_16_bit_and_rgba_uploads_are_analyzed(served, tmp_path):
-    g = gray(real_slice("glioma"))
+def test_16_bit_and_rgba_uploads_are_analyzed(served, pipeline, tmp_path):
+    """A 16-bit grayscale PNG and an opaque RGBA PNG of a slice get the mask of the 8-bit original."""
+    original = real_slice("glioma")
+    rgb, g = decode_image(original), gray(original)
+    assert g.min() == 0 and g.max() == 255  # so the 16-bit file's min-max window gives back g itself
     sixteen = tmp_path / "sixteen.png"
     Image.fromarray(g.astype(np.uint16) * 257).save(sixteen)
     rgba = tmp_path / "rgba.png"
-    Image.fromarray(np.dstack([decode_image(real_slice("glioma"))] + [np.full(g.shape, 255, np.uint8)]), "RGBA").save(rgba)
-    for path in (sixteen, rgba):
-        overlay, mask, heat, label, verdict, size = served.predict(handle_file(str(path)), 0.5, None, api_name="/analyze")
+    Image.fromarray(np.dstack([rgb, np.full(g.shape, 255, np.uint8)]), "RGBA").save(rgba)
+    t = pick_threshold(pipeline, rgb)  # pixels both in and out of the mask, so agreement means something
+
+    def served_mask(path: Path) -> np.ndarray:
+        overlay, mask, heat, label, verdict, size = served.predict(handle_file(str(path)), t, None, api_name="/analyze")
         assert Image.open(overlay).size == (g.shape[1], g.shape[0]) and label["label"] in TUMOR_CLASSES
+        return decode_mask(mask).astype(bool)
+
+    reference = served_mask(original)
+    assert 0 < reference.sum() < reference.size
+    for path in (sixteen, rgba):
+        m = served_mask(path)
+        dice = 2 * (m & reference).sum() / (m.sum() + reference.sum())
+        assert dice >= 0.99, f"{path.name}: Dice {dice:.4f} against the 8-bit original's mask"
 
 
 def test_every_bad_upload_is_a_clear_error_and_the_app_keeps_serving(served, tmp_path):
@@ -315,21 +334,21 @@ def test_every_bad_upload_is_a_clear_error_and_the_app_keeps_serving(served, tmp
 def test_over_cap_upload_is_refused_by_gradio_and_by_the_reader(tmp_path):
     build, message = BAD_INPUTS["over_upload_cap"]
     with pytest.raises(Exception, match="Cannot read this image: .*" + message):
-        analyze_for_ui(object(), str(build(tmp_path)), 0.5, None, cache=ScanCache())
+        analyze_for_ui(object(), Request(str(build(tmp_path)), 0.5))
     small = build_demo(None)
     port = free_port()
     small.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                  max_file_size=32 * 1024)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        big = tmp_path / "big.png"  # a 512 x 512 slice as PNG: about 200 kB, over the 32 kB cap
-        Image.fromarray(decode_image(real_slice("glioma"))).save(big)
+        big = tmp_path / "big.png"  # a 512 x 512 slice as PNG: over the 32 kB cap
+        Image.fromarray(phantom(0, (512, 512))).save(big)
         assert big.stat().st_size > 32 * 1024
         with pytest.raises(Exception, match="(?i)too large|exceeds|413|maximum"):
             client.predict(handle_file(str(big)), 0.5, None, api_name="/analyze")
         with pytest.raises(Exception, match="No model yet"):
             tiny = tmp_path / "small.png"
-            Image.fromarray(gray(real_slice("glioma"), (64, 64))).save(tiny)
+            Image.fromarray(phantom(0, (64, 64))).save(tiny)
             client.predict(handle_file(str(tiny)), 0.5, None, api_name="/analyze")
     finally:
         small.close()
@@ -337,13 +356,13 @@ def test_over_cap_upload_is_refused_by_gradio_and_by_the_reader(tmp_path):
 
 def test_bad_spacing_and_no_file_are_clear_errors(pipeline):
     with pytest.raises(Exception, match="pixel spacing must be a positive number"):
-        analyze_for_ui(pipeline, str(real_slice("glioma")), 0.5, -1.0, cache=ScanCache())
-    *_, size = analyze_for_ui(pipeline, str(real_slice("glioma")), 0.5, 0, cache=ScanCache())
+        analyze_for_ui(pipeline, Request(str(real_slice("glioma")), 0.5, -1.0))
+    *_, size = analyze_for_ui(pipeline, Request(str(real_slice("glioma")), 0.5, 0))
     assert "pixels and % only" in size  # 0 is how the page may send an empty field
     with pytest.raises(Exception, match="Upload an MRI first"):
-        analyze_for_ui(pipeline, None, 0.5, None)
+        analyze_for_ui(pipeline, Request(None, 0.5))
     with pytest.raises(Exception, match="No model yet"):
-        analyze_for_ui(None, str(real_slice("glioma")), 0.5, None)
+        analyze_for_ui(None, Request(str(real_slice("glioma")), 0.5))
 
 
 # -- the Space -----------------------------------------------------------------------------
@@ -400,6 +419,7 @@ def test_build_space_references_models_and_holds_no_data(tmp_path):
     assert json.loads((out / SPACE_CONFIG_NAME).read_text())["seg_model"] == "someone/other-segmenter"
 
 
+@pytest.mark.usefixtures("data_home")  # the tiny models train on it
 def test_build_space_refuses_local_folders_and_data(tmp_path, tmp_path_factory):
     seg, cls = tiny_model_dirs(tmp_path_factory)
     with pytest.raises(ValueError, match="is a local folder"):
@@ -415,6 +435,7 @@ def test_build_space_refuses_local_folders_and_data(tmp_path, tmp_path_factory):
         check_space_folder(tmp_path / "c")
 
 
+@pytest.mark.usefixtures("data_home")  # the tiny models train on it
 def test_build_space_with_weights_runs_from_the_folder(tmp_path, tmp_path_factory):
     seg, cls = tiny_model_dirs(tmp_path_factory)
     out = build_space(tmp_path / "space", seg_model=str(seg), cls_model=str(cls), include_weights=True)

@@ -24,8 +24,9 @@ if not CHROMIUM.is_file():
 
 from test_app import free_port, tiny_model_dirs  # noqa: E402
 from test_medical_io import BAD_INPUTS, nifti_display_slices, write_nifti  # noqa: E402
-from tumorlens.app import build_demo, example_paths, launch_options  # noqa: E402
+from tumorlens.app import build_demo, launch_options  # noqa: E402
 from tumorlens.data import TUMOR_CLASSES  # noqa: E402
+from tumorlens.examples import example_paths  # noqa: E402
 from tumorlens.inference import Pipeline  # noqa: E402
 
 TIMEOUT_MS = 120_000  # generous: the tests share a small CPU
@@ -33,7 +34,7 @@ CLASS_RE = re.compile("|".join(TUMOR_CLASSES))
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
+def url(tmp_path_factory, data_home):
     seg, cls = tiny_model_dirs(tmp_path_factory)
     examples = example_paths()
     assert len(examples) == 4

@@ -1,7 +1,9 @@
-"""read_scan: plain images, DICOM and NIfTI built here from real BRISC slices with known spacing,
-orientation and windowing, and every kind of bad file turned into a clear DataError.
+"""read_scan: plain images, DICOM and NIfTI built here from generated slices (`phantom`) with known
+spacing, orientation and windowing, and every kind of bad file turned into a clear DataError. No test
+here reads the shared data: they run in the fast lane.
 
-The builders (`write_dicom`, `write_nifti`, `BAD_INPUTS`) are reused by the app tests."""
+The builders (`write_dicom`, `write_nifti`, `BAD_INPUTS`) are reused by the app tests, and so is
+`real_slice` (a real BRISC test slice, for the tests that run a model)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,29 @@ BRISC = REPO.parent / "shared" / "data" / "brisc2025"
 
 
 def real_slice(cls: str = "glioma", i: int = 0) -> Path:
+    """The i-th real BRISC test slice of a class: reads the shared data (for slow tests only)."""
     return sorted((BRISC / "classification_task" / "test" / cls).glob("*.jpg"))[i]
+
+
+def phantom(i: int = 0, size: tuple[int, int] = (256, 224)) -> np.ndarray:
+    """A generated stand-in for a grayscale MRI slice, `size` = (width, height) as in gray(): a
+    head-like oval with a skull ring, a tissue gradient, texture and a bright blob placed by `i`.
+    No two alike, none symmetric (orientation mistakes show), the full 0..255 range used."""
+    w, h = size
+    rng = np.random.default_rng(i)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    r = np.hypot(xx / 0.85, yy / 0.95)
+    img = np.where(r < 1, 90 + 40 * xx + 25 * yy, 0.0) + np.where((r > 0.88) & (r < 1), 100, 0)
+    cx, cy = rng.uniform(-0.5, 0.5, 2)
+    img += 110 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02) + rng.normal(0, 6, img.shape) * (r < 1)
+    img = np.clip(img, 0, None)
+    return np.rint(img * 255 / img.max()).astype(np.uint8)
+
+
+def phantom_file(path: Path, i: int = 0, size: tuple[int, int] = (256, 224)) -> Path:
+    """`phantom(i, size)` written as a grayscale JPEG, as the datasets store slices."""
+    Image.fromarray(phantom(i, size)).save(path, quality=90)
+    return path
 
 
 def gray(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -113,9 +137,8 @@ def write_nifti(path: Path, display_slices, zooms=(0.9, 0.8, 2.5), *, storage: s
 
 
 def nifti_display_slices(n: int = 4, size=(160, 128)) -> list[np.ndarray]:
-    """`n` real BRISC slices (two glioma, two pituitary, ...) resized to one shape (width, height)."""
-    picks = [real_slice("glioma", 0), real_slice("pituitary", 0), real_slice("glioma", 1), real_slice("pituitary", 1)]
-    return [gray(p, size) for p in (picks * n)[:n]]
+    """`n` different generated slices of one shape (width, height)."""
+    return [phantom(k, size) for k in range(n)]
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -141,7 +164,7 @@ def _bad_corrupt(d: Path) -> Path:
 
 
 def _bad_truncated(d: Path) -> Path:
-    data = real_slice("glioma").read_bytes()
+    data = phantom_file(d / "whole.jpg").read_bytes()
     (p := d / "truncated.jpg").write_bytes(data[: len(data) // 3])
     return p
 
@@ -158,7 +181,7 @@ def _bad_enormous(d: Path) -> Path:
 
 
 def _bad_multi_frame(d: Path) -> Path:
-    frames = [Image.fromarray(gray(real_slice("glioma", i), (64, 64))) for i in range(3)]
+    frames = [Image.fromarray(phantom(i, (64, 64))) for i in range(3)]
     p = d / "stack.tif"
     frames[0].save(p, save_all=True, append_images=frames[1:])
     return p
@@ -222,8 +245,8 @@ BAD_INPUTS = {
 
 
 # -- plain images --------------------------------------------------------------------------
-def test_plain_image_is_one_slice_without_spacing():
-    path = real_slice("meningioma")
+def test_plain_image_is_one_slice_without_spacing(tmp_path):
+    path = phantom_file(tmp_path / "slice.jpg", 2)
     scan = read_scan(path)
     assert scan.kind == "image" and scan.n_slices == 1 and not scan.is_volume
     assert scan.pixel_spacing_mm is None and scan.voxel_volume_mm3 is None
@@ -233,7 +256,7 @@ def test_plain_image_is_one_slice_without_spacing():
 
 
 def test_16_bit_png_is_windowed_not_rejected(tmp_path):
-    g = gray(real_slice("glioma"))
+    g = phantom()
     path = tmp_path / "sixteen.png"
     Image.fromarray(g.astype(np.uint16) * 200 + 1000).save(path)
     assert Image.open(path).mode.startswith("I")
@@ -243,7 +266,7 @@ def test_16_bit_png_is_windowed_not_rejected(tmp_path):
 
 
 def test_rgba_png_is_composited_not_rejected(tmp_path):
-    rgb = decode_image(real_slice("pituitary"))
+    rgb = np.dstack([phantom(1), phantom(2), phantom(3)])
     alpha = np.full(rgb.shape[:2], 255, np.uint8)
     alpha[:, : rgb.shape[1] // 2] = 0  # left half transparent -> black
     path = tmp_path / "rgba.png"
@@ -254,8 +277,8 @@ def test_rgba_png_is_composited_not_rejected(tmp_path):
 
 
 # -- DICOM ---------------------------------------------------------------------------------
-def test_dicom_real_slice_with_rescale_and_pixel_spacing(tmp_path):
-    g = gray(real_slice("glioma"))
+def test_dicom_slice_with_rescale_and_pixel_spacing(tmp_path):
+    g = phantom()
     stored = g.astype(np.uint16) * 3 + 50          # modality value = 0.5 * stored - 20 = 1.5 g + 5
     path = write_dicom(tmp_path / "slice.dcm", stored, spacing=(0.6, 0.7), slope=0.5, intercept=-20)
     scan = read_scan(path)
@@ -267,7 +290,7 @@ def test_dicom_real_slice_with_rescale_and_pixel_spacing(tmp_path):
 
 
 def test_dicom_without_extension_or_preamble_is_still_read(tmp_path):
-    g = gray(real_slice("glioma"), (96, 80))
+    g = phantom(0, (96, 80))
     plain = write_dicom(tmp_path / "IM0001", g)
     assert read_scan(plain).kind == "dicom"
     bare = write_dicom(tmp_path / "bare.dcm", g, preamble=False)
@@ -276,7 +299,7 @@ def test_dicom_without_extension_or_preamble_is_still_read(tmp_path):
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path):
-    g = gray(real_slice("glioma"), (96, 80))
+    g = phantom(0, (96, 80))
     scan = read_scan(write_dicom(tmp_path / "m1.dcm", g, photometric="MONOCHROME1"))
     np.testing.assert_array_equal(scan.slices[0], 255 - window(g))
 
@@ -297,7 +320,7 @@ def test_enhanced_dicom_spacing_from_functional_groups(tmp_path):
 
 
 def test_dicom_without_spacing_says_so(tmp_path):
-    scan = read_scan(write_dicom(tmp_path / "nospacing.dcm", gray(real_slice("glioma"), (64, 64)), spacing=None))
+    scan = read_scan(write_dicom(tmp_path / "nospacing.dcm", phantom(0, (64, 64)), spacing=None))
     assert scan.pixel_spacing_mm is None and any("PixelSpacing" in n for n in scan.notes)
 
 

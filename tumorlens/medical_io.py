@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .preprocess import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, array_to_rgb, decode_image
+from .preprocess import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, array_to_rgb, decode_image, window_to_uint8
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 MAX_SLICES = 1024
@@ -157,21 +157,6 @@ def _check_geometry(path: Path, rows: int, cols: int, n_slices: int) -> None:
         raise DataError(path, f"volume is {cols}x{rows}x{n_slices}, over the {MAX_VOLUME_VOXELS:,} voxel limit")
 
 
-def _window_uint8(volume: np.ndarray) -> np.ndarray:
-    """One min-max window over the whole stack (so slices stay comparable) -> uint8."""
-    if volume.dtype == np.uint8:
-        return volume
-    vol = volume.astype(np.float32, copy=False)
-    finite = np.isfinite(vol)
-    if not finite.any():
-        return np.zeros(vol.shape, np.uint8)
-    lo, hi = float(vol[finite].min()), float(vol[finite].max())
-    if hi <= lo:
-        return np.zeros(vol.shape, np.uint8)
-    out = (np.nan_to_num(vol, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
 def _positive(values, n: int) -> tuple[float, ...] | None:
     try:
         out = tuple(float(v) for v in values)
@@ -269,7 +254,7 @@ def read_dicom(path: Path) -> Scan:
     expected = (frames, rows, cols) + ((3,) if samples == 3 else ())
     if stack.shape != expected:
         raise DataError(path, f"DICOM pixel data has shape {arr.shape}, the header says {expected}")
-    stack = _window_uint8(stack)
+    stack = window_to_uint8(stack)
     spacing = dicom_pixel_spacing(ds)
     notes = [] if spacing else ["no PixelSpacing in the DICOM header"]
     return Scan("dicom", list(stack), spacing, dicom_slice_spacing(ds) if frames > 1 else None, str(path), notes)
@@ -324,7 +309,7 @@ def read_nifti(path: Path) -> Scan:
     ras_zooms = [1.0, 1.0, 1.0]
     for i, axis in enumerate(out_axes):
         ras_zooms[axis] = zooms3[i]
-    vol8 = _window_uint8(vol)
+    vol8 = window_to_uint8(vol)
     del vol
     # (x, y, z) RAS -> per z: rows = anterior at the top, cols = patient's right on the left
     slices = [np.ascontiguousarray(vol8[::-1, ::-1, k].T) for k in range(vol8.shape[2])]

@@ -1,7 +1,14 @@
 """Batch prediction: python -m tumorlens predict INPUT... --out OUT [--seg-model X] [--cls-model Y]
 
-Writes OUT/<stem>_mask.png (0/255, the input's own size) per image and one row per input in
-OUT/predictions.csv. A bad file gets its error on its row and in the log; the rest go on.
+Reads what the app reads: plain images (PNG, JPEG, TIFF, BMP), DICOM files (.dcm) and NIfTI
+volumes (.nii, .nii.gz); folders are searched for them. Writes one row per input in
+OUT/predictions.csv and the masks (0/255, each slice's own size): OUT/<stem>_mask.png for a
+single slice; for a volume (a multi-frame DICOM, a 3-D NIfTI) OUT/<stem>_masks/slice_NNN.png per
+slice, slices numbered and oriented as the app shows them. A volume's row gives its slice count,
+the slices with tumor, the tumor voxels (tumor_pixels, tumor_percent) and, when the header gives
+the voxel size, the volume in cm³; its tumor type is that of the slice with the most tumor (the
+middle one when none has any), whose number is in `slice`. Pixel spacing comes from a DICOM/NIfTI
+header, else --pixel-spacing. A bad file gets its error on its row and in the log; the rest go on.
 
 Segmenters by name (--seg-model NAME), or any model folder or Hub repo id:
 {segmenters}
@@ -21,61 +28,60 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .errors import TumorLensError
-from .inference import (SEGMENTERS, Pipeline, UnknownModelError, default_model, resolve_model,
-                        segmenter_name)
-from .preprocess import IMAGE_SUFFIXES, decode_image
+from .inference import Pipeline, Segmentation
+from .registry import SEGMENTERS, UnknownModelError, default_model, resolve_model, segmenter_name
+from .medical_io import NIFTI_SUFFIXES, SCAN_SUFFIXES, read_scan
+from .scan_analysis import LARGEST, analyze_scan
 
 log = logging.getLogger("tumorlens.predict")
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given; folders searched recursively for supported images, sorted."""
+    """Files as given; folders searched recursively for images, DICOM and NIfTI files, sorted."""
     found = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SCAN_SUFFIXES))
         else:
             found.append(path)  # a missing or odd file still gets its row, with the error
     return found
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, k = path.stem, 2
+    base = next((path.name[:-len(s)] for s in NIFTI_SUFFIXES if path.name.lower().endswith(s)), path.stem)
+    stem, k = base, 2
     while stem in used:
-        stem, k = f"{path.stem}_{k}", k + 1
+        stem, k = f"{base}_{k}", k + 1
     used.add(stem)
     return stem
 
 
+def _save_mask(seg: Segmentation, path: Path) -> None:
+    Image.fromarray((seg.mask * 255).astype(np.uint8)).save(path)
+
+
 def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: float | None = None,
             pixel_spacing_mm: float | None = None) -> list[dict]:
+    """Every input (files, folders) through `pipeline`: masks under `out`, rows in out/predictions.csv
+    (returned too). `pixel_spacing_mm` serves files whose header gives none."""
     out.mkdir(parents=True, exist_ok=True)
     classes = pipeline.classifier.label_names if pipeline.classifier else []
     fields = (["file", "status", "mask_file", "predicted_class"] + [f"prob_{c}" for c in classes]
-              + ["tumor_found", "tumor_pixels", "tumor_percent", "area_mm2"])
+              + ["tumor_found", "tumor_pixels", "tumor_percent", "area_mm2", "slices", "tumor_slices",
+                 "slice", "volume_cm3"])
     rows, used = [], set()
-    spacing = (pixel_spacing_mm, pixel_spacing_mm) if pixel_spacing_mm else None
-    for path in tqdm(collect_inputs(inputs), desc="predicting", unit="img"):
+    for path in tqdm(collect_inputs(inputs), desc="predicting", unit="file"):
         row = {k: "" for k in fields}
         row["file"] = str(path)
         try:
-            result = pipeline.analyze(decode_image(path), threshold=threshold, pixel_spacing_mm=spacing)
-            row["status"] = "ok"
-            if result.segmentation is not None:
-                mask_name = f"{_unique_stem(path, used)}_mask.png"
-                Image.fromarray((result.segmentation.mask * 255).astype(np.uint8)).save(out / mask_name)
-                row.update(mask_file=mask_name, tumor_found=result.tumor_found,
-                           tumor_pixels=result.segmentation.area_px,
-                           tumor_percent=round(100 * result.segmentation.area_fraction, 4))
-                if result.area_mm2 is not None:
-                    row["area_mm2"] = round(result.area_mm2, 2)
-            if result.class_probabilities:
-                row["predicted_class"] = result.predicted_class
-                row.update({f"prob_{c}": round(p, 6) for c, p in result.class_probabilities.items()})
+            row.update(_predict_one(path, out, pipeline, threshold, pixel_spacing_mm, used))
         except (TumorLensError, OSError) as exc:
             row["status"] = f"error: {exc}"
             log.error("%s: %s", path, exc)
+        except MemoryError:
+            row["status"] = "error: not enough memory to read or analyze this file"
+            log.error("%s: out of memory", path)
         rows.append(row)
     with open(out / "predictions.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -84,13 +90,52 @@ def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: floa
     return rows
 
 
+def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | None,
+                 pixel_spacing_mm: float | None, used: set[str]) -> dict:
+    """One input's row (and masks): a single slice as an image; a volume slice by slice."""
+    scan = read_scan(path)
+    stem = _unique_stem(path, used)
+    volume = scan.is_volume and pipeline.segmenter is not None
+    on_slice = None
+    if volume:
+        masks = out / f"{stem}_masks"
+        masks.mkdir(exist_ok=True)
+        digits = max(3, len(str(scan.n_slices - 1)))
+
+        def on_slice(i: int, seg: Segmentation) -> None:
+            _save_mask(seg, masks / f"slice_{i:0{digits}d}.png")
+    result = analyze_scan(pipeline, scan, threshold=threshold, whole_volume=volume, on_slice=on_slice,
+                          spacing=None if scan.pixel_spacing_mm else pixel_spacing_mm,
+                          slice_index=LARGEST if volume else None)
+    row, seg, analysis = {"status": "ok", "slices": scan.n_slices}, result.segmentation, result.analysis
+    if scan.is_volume:
+        row["slice"] = result.index
+    if volume:
+        row.update(mask_file=f"{masks.name}/", tumor_found=result.tumor_found, tumor_pixels=result.tumor_voxels,
+                   tumor_percent=round(100 * result.tumor_voxels / (scan.n_slices * seg.mask.size), 4),
+                   tumor_slices=result.tumor_slices)
+        if result.volume_cm3 is not None:
+            row["volume_cm3"] = round(result.volume_cm3, 4)
+    elif seg is not None:
+        _save_mask(seg, out / f"{stem}_mask.png")
+        row.update(mask_file=f"{stem}_mask.png", tumor_found=result.tumor_found, tumor_pixels=seg.area_px,
+                   tumor_percent=round(100 * seg.area_fraction, 4))
+        if analysis.area_mm2 is not None:
+            row["area_mm2"] = round(analysis.area_mm2, 2)
+    if analysis.class_probabilities:
+        row["predicted_class"] = analysis.predicted_class
+        row.update({f"prob_{c}": round(p, 6) for c, p in analysis.class_probabilities.items()})
+    return row
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     listing = "\n".join(f"  {name:<10} {entry.label}" for name, entry in SEGMENTERS.items())
-    p = sub.add_parser("predict", help="segment (and classify) images; write masks and predictions.csv",
+    p = sub.add_parser("predict", help="segment (and classify) images and scans; write masks and predictions.csv",
                        description=__doc__.format(segmenters=listing, no_classifier=", ".join(
                            name for name, entry in SEGMENTERS.items() if not entry.tumor_types)),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="image files or folders (PNG, JPEG, TIFF, BMP)")
+    p.add_argument("inputs", nargs="+", help="files or folders: images (PNG, JPEG, TIFF, BMP), DICOM (.dcm), "
+                                             "NIfTI (.nii, .nii.gz)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seg-model", default=None,
                    help=f"segmenter: a name ({', '.join(SEGMENTERS)}), a model folder or a Hub repo id "
@@ -101,7 +146,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-cls", "--no-classifier", dest="no_classifier", action="store_true",
                    help="segment only: no tumor type")
     p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the model's own, tuned on validation data)")
-    p.add_argument("--pixel-spacing", type=float, default=None, help="mm per pixel, for areas in mm²")
+    p.add_argument("--pixel-spacing", type=float, default=None,
+                   help="mm per pixel, for areas in mm² of files whose header gives none (plain images)")
     p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto")
     p.set_defaults(func=run)
     return p
@@ -141,5 +187,5 @@ def run(args) -> int:
         return 2
     rows = predict(args.inputs, args.out, pipeline, threshold=args.threshold, pixel_spacing_mm=args.pixel_spacing)
     bad = sum(r["status"] != "ok" for r in rows)
-    print(f"{len(rows) - bad} of {len(rows)} images predicted; results in {args.out / 'predictions.csv'}")
+    print(f"{len(rows) - bad} of {len(rows)} files predicted; results in {args.out / 'predictions.csv'}")
     return 0 if bad == 0 else 1

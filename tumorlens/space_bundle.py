@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 
 from .errors import DataError
-from .inference import (DEFAULT_MODELS, DEFAULT_SEGMENTER, SEGMENTERS, available_segmenters, default_model,
-                        segmenter_name, shipped_folder)
+from .registry import (DEFAULT_MODELS, DEFAULT_SEGMENTER, SEGMENTERS, available_segmenters, default_model, hub_repo,
+                       segmenter_name, shipped_folder)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -27,10 +27,7 @@ SPACE_DIR = REPO_ROOT / "space"
 SPACE_CONFIG_NAME = "tumorlens_space.json"
 EXAMPLES_DATASET_ENV = "TUMORLENS_EXAMPLES_DATASET"
 # The published models (Hub repo ids) a Space loads when nothing else is named.
-DEFAULT_HUB_MODELS = {
-    "segmenter": "tumorlens/tumorlens-unet-mobilenetv2-brisc2025",
-    "classifier": "tumorlens/tumorlens-efficientnet-lite0-brisc2025",
-}
+DEFAULT_HUB_MODELS = {kind: hub_repo(folder) for kind, (_, folder) in DEFAULT_MODELS.items()}
 CONFIG_KEYS = {"segmenter": "seg_model", "classifier": "cls_model"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
 # Never in a bundle: images, scans, arrays, tables, archives (the datasets stay where they are).

@@ -1,0 +1,131 @@
+"""`tumorlens predict` on every format the app reads: NIfTI volumes, DICOM files (one slice and
+multi-frame), plain images; one CSV row per input, per-slice masks, a bad file an error row.
+
+Built here: synthetic phantoms (tests/test_scan_analysis.py) and pydicom's own MR_small.dcm; the
+stand-in pipeline makes each mask known, and one run through the CLI uses the shipped segmenter."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from _tiny_models import REPO
+from test_medical_io import write_dicom
+from test_scan_analysis import TUMOR, phantom, phantom_volume, stand_in_pipeline, write_phantom_nifti
+from tumorlens.__main__ import main as cli
+from tumorlens.medical_io import read_scan
+from tumorlens.predict import collect_inputs, predict
+
+SHIPPED_SEGMENTER = REPO / "models" / "tumorlens-unet-mobilenetv2-brisc2025"
+MR_SMALL = get_testdata_file("MR_small.dcm")  # 64 x 64, PixelSpacing 0.3125 mm, ships with pydicom
+
+
+def read_rows(out: Path) -> dict[str, dict]:
+    with open(out / "predictions.csv", newline="") as f:
+        return {Path(r["file"]).name: r for r in csv.DictReader(f)}
+
+
+def mask_png(path: Path) -> np.ndarray:
+    mask = np.asarray(Image.open(path))
+    assert set(np.unique(mask)) <= {0, 255}
+    return mask == 255
+
+
+def test_predict_nifti_volume_masks_per_slice_and_cm3(tmp_path):
+    radii = (0, 4, 9, 6, 0, 3)
+    volume = phantom_volume(radii)
+    path = write_phantom_nifti(tmp_path / "brain.nii.gz", volume, zooms=(0.9, 0.8, 2.5))
+    scan = read_scan(path)
+    out = tmp_path / "out"
+    (returned,) = predict([str(path)], out, stand_in_pipeline())
+    counts = [int((volume[..., k] == TUMOR).sum()) for k in range(len(radii))]
+    row = read_rows(out)["brain.nii.gz"]
+    assert row == {k: str(v) for k, v in returned.items()}  # the CSV holds what predict returned
+    assert row["status"] == "ok" and row["mask_file"] == "brain_masks/"
+    assert (row["slices"], row["tumor_slices"], row["tumor_found"]) == ("6", "4", "True")
+    assert int(row["tumor_pixels"]) == sum(counts)
+    assert float(row["tumor_percent"]) == pytest.approx(100 * sum(counts) / volume.size, abs=1e-4)
+    assert float(row["volume_cm3"]) == pytest.approx(sum(counts) * 0.9 * 0.8 * 2.5 / 1000, abs=1e-4)
+    assert row["area_mm2"] == ""  # a volume has a volume, not one area
+    # the tumor type is that of the slice with the most tumor
+    assert row["slice"] == "2" and row["predicted_class"] == "glioma"
+    files = sorted((out / "brain_masks").iterdir())
+    assert [f.name for f in files] == [f"slice_{i:03d}.png" for i in range(6)]
+    for i, f in enumerate(files):
+        mask = mask_png(f)
+        assert mask.shape == scan.shape and mask.sum() == counts[i]
+        assert np.array_equal(mask, scan.slices[i] == 255)  # each slice as the app shows it
+
+
+def test_predict_dicom_files_and_a_bad_one(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    # pydicom's MR slice: one row with an area in mm² from its header spacing
+    (inputs / "mr_small.dcm").write_bytes(Path(MR_SMALL).read_bytes())
+    # a multi-frame DICOM: a volume with a slice spacing, so cm³
+    frames = np.moveaxis(phantom_volume((0, 5, 8), shape=(64, 72)), -1, 0).astype(np.uint16) * 4
+    write_dicom(inputs / "frames.dcm", frames, spacing=(0.5, 0.6), between=3.0)
+    Image.fromarray(phantom()).save(inputs / "slice.png")
+    (inputs / "broken.dcm").write_bytes(b"DICM" * 100)
+    (inputs / "notes.txt").write_text("not a scan")  # folders give scans only
+
+    out = tmp_path / "out"
+    pipeline = stand_in_pipeline()
+    assert [p.name for p in collect_inputs([str(inputs)])] == ["broken.dcm", "frames.dcm", "mr_small.dcm", "slice.png"]
+    rows = predict([str(inputs)], out, pipeline, pixel_spacing_mm=0.5)
+    assert len(rows) == 4
+    by_name = read_rows(out)
+
+    bad = by_name["broken.dcm"]
+    assert bad["status"].startswith("error:") and "broken.dcm" in bad["status"] and bad["mask_file"] == ""
+
+    mr = by_name["mr_small.dcm"]
+    scan = read_scan(MR_SMALL)
+    expected = pipeline.segmenter.segment(scan.rgb(0)).mask
+    assert mr["status"] == "ok" and mr["mask_file"] == "mr_small_mask.png" and mr["slices"] == "1"
+    assert np.array_equal(mask_png(out / "mr_small_mask.png"), expected)
+    assert int(mr["tumor_pixels"]) == expected.sum()
+    # the header's 0.3125 mm wins over --pixel-spacing, which is for files without one
+    assert float(mr["area_mm2"]) == pytest.approx(expected.sum() * 0.3125 ** 2, abs=0.01)
+    assert mr["volume_cm3"] == mr["tumor_slices"] == mr["slice"] == ""
+
+    vol = by_name["frames.dcm"]
+    counts = [int((phantom((64, 72), (40, 50, r) if r else None) == TUMOR).sum()) for r in (0, 5, 8)]
+    assert vol["status"] == "ok" and vol["mask_file"] == "frames_masks/"
+    assert (vol["slices"], vol["tumor_slices"], vol["slice"]) == ("3", "2", "2")
+    assert int(vol["tumor_pixels"]) == sum(counts)
+    assert float(vol["volume_cm3"]) == pytest.approx(sum(counts) * 0.5 * 0.6 * 3.0 / 1000, abs=1e-4)
+    assert [int(mask_png(f).sum()) for f in sorted((out / "frames_masks").iterdir())] == counts
+
+    png = by_name["slice.png"]
+    assert png["mask_file"] == "slice_mask.png" and int(png["tumor_pixels"]) == (phantom() == TUMOR).sum()
+    assert float(png["area_mm2"]) == pytest.approx(int(png["tumor_pixels"]) * 0.25, abs=0.01)
+
+
+@pytest.mark.skipif(not (SHIPPED_SEGMENTER / "config.json").is_file(),
+                    reason=f"the shipped segmenter is not trained yet ({SHIPPED_SEGMENTER.relative_to(REPO)})")
+def test_predict_cli_reads_nifti_and_dicom_with_the_shipped_segmenter(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_phantom_nifti(inputs / "vol.nii", phantom_volume((0, 6, 0), shape=(64, 64)))
+    (inputs / "mr.dcm").write_bytes(Path(MR_SMALL).read_bytes())
+    (inputs / "empty.nii.gz").write_bytes(b"")
+    out = tmp_path / "out"
+    assert cli(["predict", str(inputs), "--out", str(out), "--seg-model", str(SHIPPED_SEGMENTER),
+                "--no-cls", "--runtime", "torch"]) == 1  # one bad file: non-zero, the others still written
+    rows = read_rows(out)
+    assert set(rows) == {"vol.nii", "mr.dcm", "empty.nii.gz"}
+    assert rows["empty.nii.gz"]["status"].startswith("error: file is empty (0 bytes)")
+    vol, mr = rows["vol.nii"], rows["mr.dcm"]
+    assert vol["status"] == mr["status"] == "ok"
+    assert vol["slices"] == "3" and vol["mask_file"] == "vol_masks/" and vol["volume_cm3"] != ""
+    assert len(list((out / "vol_masks").glob("slice_*.png"))) == 3
+    assert int(vol["tumor_pixels"]) == sum(int(mask_png(f).sum()) for f in (out / "vol_masks").iterdir())
+    assert mr["slices"] == "1" and mask_png(out / mr["mask_file"]).shape == (64, 64)
+    assert mr["predicted_class"] == "" and float(mr["area_mm2"]) == pytest.approx(int(mr["tumor_pixels"]) * 0.3125 ** 2,
+                                                                       abs=0.01)

@@ -1,0 +1,236 @@
+"""Scan analysis, shared by the app and the batch CLI: a file (image, DICOM, NIfTI) -> slices ->
+masks -> sizes. No Gradio here; the front ends turn `DataError`s into their own messages.
+
+- `load_scan(path)`: `medical_io.read_scan`, remembering the last `SCAN_CACHE_SIZE` files (by path,
+  size and modification time), so moving the app's slice slider does not decode the file again.
+- `analyze_scan(pipeline, scan, ...)` -> `ScanResult`: one slice segmented and classified; in
+  whole-volume mode every slice is segmented (`VOLUME_BATCH` per model call) and the tumor volume
+  comes out in cm³ when the voxel size is known.
+- `resolve_spacing`: the header's pixel spacing or the one a user gives; `report(result)`: the
+  verdict (Markdown) and size text the app shows."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .errors import DataError
+from .inference import Analysis, Pipeline, Segmentation, Segmenter
+from .postprocess import DEFAULT_THRESHOLD
+from .medical_io import Scan, read_scan
+
+VOLUME_BATCH = 8           # slices per segmenter call in whole-volume mode
+SCAN_CACHE_SIZE = 4        # decoded files kept by `load_scan`
+LARGEST = "largest"        # slice_index: the slice with the most tumor (whole-volume mode)
+
+
+# -- reading -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=SCAN_CACHE_SIZE)
+def _read_cached(path: str, size: int, mtime_ns: int) -> Scan:
+    return read_scan(path)
+
+
+def load_scan(path) -> Scan:
+    """`read_scan(path)`, from a small cache keyed by the resolved path, size and modification
+    time (a changed or replaced file is read again). Raises DataError as read_scan does."""
+    if path is None:
+        return read_scan(path)
+    p = Path(path)
+    if not p.is_file():
+        return read_scan(p)  # raises the DataError that explains it
+    st = p.stat()
+    return _read_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def model_threshold(pipeline: Pipeline | None) -> float:
+    """The segmenter's own threshold (tuned on validation data)."""
+    return pipeline.segmenter.threshold if pipeline and pipeline.segmenter else DEFAULT_THRESHOLD
+
+
+# -- results -------------------------------------------------------------------------------
+@dataclass
+class ScanResult:
+    """The analysis of one slice of a scan, plus (whole-volume mode) the tumor on every slice."""
+
+    scan: Scan
+    index: int
+    analysis: Analysis
+    spacing_source: str | None = None              # 'header' | 'entered' | None
+    slice_tumor_px: list[int] | None = None         # whole-volume mode: tumor pixels per slice
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def segmentation(self) -> Segmentation | None:
+        return self.analysis.segmentation
+
+    @property
+    def pixel_spacing_mm(self):
+        return self.analysis.pixel_spacing_mm
+
+    @property
+    def voxel_volume_mm3(self) -> float | None:
+        if self.pixel_spacing_mm is None or self.scan.slice_thickness_mm is None:
+            return None
+        return float(self.pixel_spacing_mm[0]) * float(self.pixel_spacing_mm[1]) * self.scan.slice_thickness_mm
+
+    @property
+    def tumor_voxels(self) -> int | None:
+        return None if self.slice_tumor_px is None else int(sum(self.slice_tumor_px))
+
+    @property
+    def tumor_slices(self) -> int | None:
+        return None if self.slice_tumor_px is None else sum(c > 0 for c in self.slice_tumor_px)
+
+    @property
+    def volume_mm3(self) -> float | None:
+        if self.tumor_voxels is None or self.voxel_volume_mm3 is None:
+            return None
+        return self.tumor_voxels * self.voxel_volume_mm3
+
+    @property
+    def volume_cm3(self) -> float | None:
+        return None if self.volume_mm3 is None else self.volume_mm3 / 1000.0
+
+    @property
+    def tumor_found(self) -> bool:
+        if self.slice_tumor_px is not None:
+            return self.tumor_voxels > 0
+        return self.analysis.tumor_found
+
+
+# -- analysis ------------------------------------------------------------------------------
+def resolve_spacing(scan: Scan, entered: float | None) -> tuple[tuple[float, float] | None, str | None]:
+    """The pixel spacing to use: a number entered by the user (square pixels) wins, unless it is the
+    header's own row spacing (as the page fills it in), which keeps a non-square header spacing."""
+    header = scan.pixel_spacing_mm
+    if entered is None or entered == 0:  # an empty field (the page may send it as 0)
+        return (header, "header") if header else (None, None)
+    entered = float(entered)
+    if not math.isfinite(entered) or entered <= 0:
+        raise DataError(None, f"pixel spacing must be a positive number of mm per pixel, not {entered:g}")
+    if header and math.isclose(entered, header[0], rel_tol=1e-6):
+        return header, "header"
+    return (entered, entered), "entered"
+
+
+def segment_slices(segmenter: Segmenter, scan: Scan, threshold: float, *,
+                   progress=None) -> Iterator[tuple[int, np.ndarray, Segmentation]]:
+    """(index, H x W x 3 image, segmentation) for every slice, `VOLUME_BATCH` slices per model
+    call; `progress(fraction, desc=...)` after each batch."""
+    n = scan.n_slices
+    for start in range(0, n, VOLUME_BATCH):
+        stop = min(n, start + VOLUME_BATCH)
+        images = [scan.rgb(i) for i in range(start, stop)]
+        for i, rgb, prob in zip(range(start, stop), images, segmenter.probabilities(images, batch_size=VOLUME_BATCH)):
+            yield i, rgb, segmenter.from_probability(prob, threshold)
+        if progress is not None:
+            progress(stop / n, desc=f"Segmented {stop} of {n} slices")
+
+
+def classify(pipeline: Pipeline, rgb: np.ndarray, seg: Segmentation | None) -> dict[str, float]:
+    """Class probabilities for one slice ({} without a classifier)."""
+    if pipeline.classifier is None:
+        return {}
+    masks = [pipeline.segmenter.classifier_mask(seg)] if pipeline.classifier.needs_masks else None
+    p = pipeline.classifier.probabilities([rgb], masks)[0]
+    return {name: float(v) for name, v in zip(pipeline.classifier.label_names, p)}
+
+
+def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = None,
+                 spacing: float | None = None, slice_index: int | str | None = None, whole_volume: bool = False,
+                 progress=None, on_slice: Callable[[int, Segmentation], None] | None = None) -> ScanResult:
+    """Segment and classify one slice of `scan` (None or -1: the middle one); with `whole_volume`,
+    segment every slice too and keep each slice's tumor pixel count (for the volume in cm³).
+
+    Whole-volume mode only: `slice_index=LARGEST` picks the slice with the most tumor (the middle
+    one when there is none), and `on_slice(index, segmentation)` sees every slice's segmentation."""
+    threshold = model_threshold(pipeline) if threshold is None else threshold
+    if not 0.0 < float(threshold) < 1.0:
+        raise DataError(None, f"threshold must lie between 0 and 1, not {threshold}")
+    n = scan.n_slices
+    largest = slice_index == LARGEST
+    index = n // 2 if largest or slice_index is None or int(slice_index) < 0 else int(slice_index)
+    rgb = scan.rgb(index)  # raises on an index out of range
+    pixel_spacing, source = resolve_spacing(scan, spacing)
+    notes = []
+    if not (whole_volume and scan.is_volume and pipeline.segmenter is not None):
+        if whole_volume and not scan.is_volume:
+            notes.append("Whole volume: this file holds one slice, so there is no volume to measure.")
+        return ScanResult(scan, index, pipeline.analyze(rgb, threshold=threshold, pixel_spacing_mm=pixel_spacing),
+                          source, None, notes)
+    counts, shown, best = [], None, None
+    for i, image, seg in segment_slices(pipeline.segmenter, scan, threshold, progress=progress):
+        counts.append(seg.area_px)
+        if on_slice is not None:
+            on_slice(i, seg)
+        if i == index:
+            shown = seg
+        if largest and seg.area_px > (best[2].area_px if best else 0):
+            best = (i, image, seg)
+    if best is not None:
+        index, rgb, shown = best
+    return ScanResult(scan, index, Analysis(rgb, shown, classify(pipeline, rgb, shown), pixel_spacing),
+                      source, counts, notes)
+
+
+# -- the report the app shows --------------------------------------------------------------
+def describe_area(px: int, fraction: float, spacing, of: str = "the image") -> str:
+    """'1,234 px (0.47% of the image) = 308.5 mm² (3.09 cm²)'; spacing: mm per pixel, or (row, col)."""
+    text = f"{px:,} px ({100 * fraction:.2f}% of {of})"
+    if spacing:
+        row, col = (spacing, spacing) if np.isscalar(spacing) else spacing
+        mm2 = px * float(row) * float(col)
+        text += f" = {mm2:,.1f} mm² ({mm2 / 100:,.2f} cm²)"
+    return text
+
+
+def _mm(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def report(result: ScanResult) -> tuple[str, str]:
+    """(verdict as Markdown, size as text) for the page and the API."""
+    seg, scan = result.segmentation, result.scan
+    if seg is None:
+        return "No segmenter loaded: tumor type only.", ""
+    lines = []
+    where = f"slice {result.index} of {scan.n_slices} (0-{scan.n_slices - 1})" if scan.is_volume else "the image"
+    area = describe_area(seg.area_px, seg.area_fraction, result.pixel_spacing_mm,
+                         of="the slice" if scan.is_volume else "the image")
+    lines.append(f"Slice {result.index}: {area}" if scan.is_volume else area)
+    if result.pixel_spacing_mm:
+        row, col = result.pixel_spacing_mm
+        origin = {"header": f"from the {'DICOM' if scan.kind == 'dicom' else 'NIfTI'} header",
+                  "entered": "as entered"}.get(result.spacing_source, "")
+        lines.append(f"Pixel spacing {_mm(row)} x {_mm(col)} mm {origin}".rstrip())
+    else:
+        lines.append("No pixel spacing: size in pixels and % only (enter mm per pixel for mm²).")
+    if result.slice_tumor_px is not None:
+        counts = result.slice_tumor_px
+        with_tumor = result.tumor_slices
+        text = f"Volume: {result.tumor_voxels:,} voxels on {with_tumor} of {len(counts)} slices"
+        if with_tumor:
+            text += f" (largest on slice {int(np.argmax(counts))})"
+        if result.volume_mm3 is not None:
+            row, col = result.pixel_spacing_mm
+            text += (f" = {result.volume_mm3:,.1f} mm³ ({result.volume_cm3:,.3f} cm³; voxel "
+                     f"{_mm(row)} x {_mm(col)} x {_mm(scan.slice_thickness_mm)} mm)")
+        else:
+            text += "; no voxel size in the header, so no cm³"
+        lines.append(text)
+    lines += result.notes
+    if result.slice_tumor_px is not None:
+        verdict = (f"### Tumor found\nOn {result.tumor_slices} of {scan.n_slices} slices." if result.tumor_found
+                   else f"### No tumor found\nIn any of the {scan.n_slices} slices.")
+    else:
+        verdict = f"### Tumor found\nOn {where}." if result.tumor_found else f"### No tumor found\nOn {where}."
+    return verdict, "\n".join(lines)
+
+
+__all__ = ["ScanResult", "analyze_scan", "classify", "describe_area", "load_scan", "model_threshold", "report",
+           "resolve_spacing", "segment_slices", "LARGEST", "SCAN_CACHE_SIZE", "VOLUME_BATCH"]
