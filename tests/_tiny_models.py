@@ -16,5 +16,5 @@ def train_tiny(kind: str, workdir: Path) -> tuple[Path, Path]:
     run_dir, out = workdir / f"run-{kind}", workdir / f"out-{kind}"
     argv = ["--run-dir", str(run_dir), "--out", str(out), "--limit", "12", "--max-steps", "2",
             "--batch-size", "4", "--skip-eval", "--threads", "2"]
-    (train_segmenter if kind == "segmenter" else train_classifier).main(argv)
+    assert (train_segmenter if kind == "segmenter" else train_classifier).main(argv) == 0
     return run_dir / "best", out

@@ -3,7 +3,6 @@ validation summary, tiny real-data fold runs, and `python -m tumorlens.bench` en
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -11,13 +10,15 @@ import pytest
 
 from tumorlens.bench import figshare_cv
 from tumorlens.data import figshare, lgg
+from tumorlens.errors import ConfigError
 from tumorlens.metrics import dice_per_patient, volume_dice
-from tumorlens.training.cli import FIGSHARE_CLASSES, block_holdout, train_val_packs
+from tumorlens.training.specs import DataSpec
+from tumorlens.training.splits import FIGSHARE_CLASSES, block_holdout, train_val_packs
 
 
-def _args(**kw):
-    base = dict(dataset="brisc2025", fold=None, data_root=None, val_fraction=0.1, seed=42, limit=None)
-    return argparse.Namespace(**{**base, **kw})
+def _packs(task: str, **kw):
+    packs = train_val_packs(task, 64, DataSpec(**kw))
+    return packs.train, packs.val, packs.class_names
 
 
 def test_volume_dice_on_hand_computed_stacks():
@@ -44,10 +45,11 @@ def test_block_holdout_keeps_runs_of_ids_together():
     assert np.array_equal(va, block_holdout(ids, 0.1, seed=0, block=40)[1])  # seeded
 
 
+@pytest.mark.usefixtures("data_home")
 def test_figshare_fold_packs_never_hold_the_test_fold():
     ds = figshare.load()["train"]
     fold_of = dict(zip(ds["file_name"], ds["fold"]))
-    tr, va, names = train_val_packs("classification", 64, _args(dataset="figshare", fold=3, limit=24))
+    tr, va, names = _packs("classification", dataset="figshare", fold=3, limit=24)
     assert names == list(FIGSHARE_CLASSES)
     for pack in (tr, va):
         assert all(fold_of[n] != 3 for n in pack["file_names"])
@@ -55,9 +57,10 @@ def test_figshare_fold_packs_never_hold_the_test_fold():
     assert not set(tr["file_names"]) & set(va["file_names"])
 
 
+@pytest.mark.usefixtures("data_home")
 def test_lgg_packs_are_patient_wise():
     split = lgg.recorded_split()
-    tr, va, names = train_val_packs("segmentation", 64, _args(dataset="lgg", limit=16))
+    tr, va, names = _packs("segmentation", dataset="lgg", limit=16)
     assert names is None
     assert set(tr["patient_ids"]) <= set(split["train"])
     assert set(va["patient_ids"]) <= set(split["validation"])
@@ -87,10 +90,11 @@ def test_cross_validation_summary_pools_every_slice_once(tmp_path):
     assert s["segmentation"]["dice_mean"] == pytest.approx((80 + 270) / 400)
 
 
+@pytest.mark.usefixtures("data_home")
 @pytest.mark.parametrize("kind", ["classifier", "segmenter"])
 def test_a_tiny_real_figshare_fold_trains_scores_and_records_how(kind, tmp_path):
     r = figshare_cv.run_fold(kind, 2, run_root=tmp_path / "runs", out_dir=tmp_path / "out", epochs=1, threads=2,
-                             extra_argv=["--limit", "12", "--max-steps", "1", "--batch-size", "4"])
+                             smoke=figshare_cv.Smoke(limit=12, max_steps=1, batch_size=4))
     fold2 = int((np.asarray(figshare.load()["train"]["fold"]) == 2).sum())
     stored = json.loads((tmp_path / "out" / f"fold2-{kind}.json").read_text())
     assert stored["fold"] == 2 and stored["dataset_id"] == "figshare" and "per_image" not in stored
@@ -103,6 +107,7 @@ def test_a_tiny_real_figshare_fold_trains_scores_and_records_how(kind, tmp_path)
         assert r["n_tumor_slices"] == fold2 and 0.0 <= r["dice_mean"] <= 1.0
 
 
+@pytest.mark.usefixtures("data_home")
 def test_bench_runs_end_to_end_on_a_subset(tmp_path, capsys):
     """`python -m tumorlens.bench` on 6 test images per dataset, tiny speed rows, stored Figshare folds."""
     from tumorlens.bench.__main__ import main
@@ -155,19 +160,17 @@ def test_brisc_training_leaves_out_the_images_the_audit_finds_in_figshare(trees_
     with pytest.raises(ValueError):
         audit.brisc_train_overlap("brisc2025", root)
 
-    args = _args(data_root=str(root / "brisc2025"), exclude_duplicates_of="figshare")
-    tr, va, _ = train_val_packs("classification", 64, args)
-    kept = set(tr["file_names"]) | set(va["file_names"])
-    everything = set(train_val_packs("classification", 64, _args(data_root=str(root / "brisc2025")))[0]["file_names"])
-    assert planted not in kept and planted in everything | set(
-        train_val_packs("classification", 64, _args(data_root=str(root / "brisc2025")))[1]["file_names"])
-    assert args.training_data["excluded_duplicates_of"] == "figshare"
-    assert args.training_data["n_excluded"] == 1 and args.training_data["n_kept"] == len(kept)
+    packs = train_val_packs("classification", 64, DataSpec(root=root / "brisc2025", exclude_duplicates_of="figshare"))
+    kept = set(packs.train["file_names"]) | set(packs.val["file_names"])
+    tr, va, _ = _packs("classification", root=root / "brisc2025")
+    assert planted not in kept and planted in set(tr["file_names"]) | set(va["file_names"])
+    assert packs.provenance["excluded_duplicates_of"] == "figshare"
+    assert packs.provenance["n_excluded"] == 1 and packs.provenance["n_kept"] == len(kept)
 
 
 def test_a_classifier_start_keeps_the_head_rows_of_figshares_classes():
     from tumorlens.models import load_classifier
-    from tumorlens.training.cli import init_state_from
+    from tumorlens.training.recipes import init_state_from
     shipped = "models/tumorlens-efficientnet-lite0-brisc2025"
     model, _, labels = load_classifier(shipped)
     head = model.pretrained_cfg["classifier"]
@@ -175,7 +178,7 @@ def test_a_classifier_start_keeps_the_head_rows_of_figshares_classes():
     rows = [labels.index(c) for c in FIGSHARE_CLASSES]
     assert torch_equal(state[f"{head}.weight"], model.state_dict()[f"{head}.weight"].float()[rows])
     assert torch_equal(state[f"{head}.bias"], model.state_dict()[f"{head}.bias"].float()[rows])
-    with pytest.raises(SystemExit, match="no head"):
+    with pytest.raises(ConfigError, match="no head"):
         init_state_from(shipped, "classifier", ["glioma", "astrocytoma"])
 
 
@@ -185,20 +188,20 @@ def torch_equal(a, b) -> bool:
 
 
 def test_a_model_that_saw_figshare_slices_cannot_start_a_fold():
-    with pytest.raises(SystemExit, match="exclude-duplicates-of figshare"):
+    with pytest.raises(ConfigError, match="exclude-duplicates-of figshare"):
         figshare_cv.checked_start("models/tumorlens-efficientnet-lite0-brisc2025")
 
 
 def test_a_tiny_brisc_start_is_trained_without_figshare_and_starts_a_fold(trees_with_a_shared_slice, tmp_path):
     root, _ = trees_with_a_shared_slice
-    tiny = ["--limit", "12", "--max-steps", "1", "--batch-size", "4"]
+    tiny = figshare_cv.Smoke(limit=12, max_steps=1, batch_size=4)
     folder, start = figshare_cv.train_start("classifier", run_root=tmp_path / "runs", epochs=1, threads=2,
-                                            data_root=root, extra_argv=tiny)
+                                            data_home=root, smoke=tiny)
     assert start["data"]["n_excluded"] == 1 and "--exclude-duplicates-of figshare" in start["command"]
-    assert figshare_cv.train_start("classifier", run_root=tmp_path / "runs", data_root=root)[0] == folder  # reused
+    assert figshare_cv.train_start("classifier", run_root=tmp_path / "runs", data_home=root)[0] == folder  # reused
     out = figshare_cv.results_dir(tmp_path / "out", "brisc")
     r = figshare_cv.run_fold("classifier", 2, run_root=tmp_path / "runs", out_dir=out, epochs=1, threads=2,
-                             extra_argv=tiny, start=start)
+                             smoke=tiny, start=start)
     stored = json.loads((out / "fold2-classifier.json").read_text())
     assert f"--init-from {folder}" in stored["made"]["command"] and stored["start"]["model"] == str(folder)
     assert stored["init"].startswith("BRISC-trained classifier with the 1 BRISC train images")

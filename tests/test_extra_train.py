@@ -1,19 +1,19 @@
 """Figshare as extra BRISC training data: copies of BRISC validation and test images never enter."""
 
-import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tumorlens.data import TUMOR_CLASSES, figshare
-from tumorlens.training.cli import train_val_packs
+from tumorlens.errors import ConfigError
+from tumorlens.training.specs import DataSpec
+from tumorlens.training.splits import train_val_packs
 
 
-def _args(**kw):
-    base = dict(dataset="brisc2025", fold=None, data_root=None, val_fraction=0.1, seed=42, limit=None,
-                exclude_duplicates_of=None, extra_train="figshare")
-    return argparse.Namespace(**{**base, **kw})
+def _data(**kw) -> DataSpec:
+    return DataSpec(**{"extra_train": "figshare", **kw})
 
 
 def _plant(figshare_root, figshare_id: int, brisc_root, split: str, name: str) -> None:
@@ -37,8 +37,8 @@ def trees(data_home, tmp_path, monkeypatch):
 
 
 def test_figshare_copies_of_brisc_test_stay_out_and_the_rest_joins_training(trees):
-    args = _args(data_root=str(trees / "brisc2025"))
-    train, val, class_names = train_val_packs("classification", 64, args)
+    packs = train_val_packs("classification", 64, _data(root=trees / "brisc2025"))
+    train, val, class_names = packs.train, packs.val, packs.class_names
     assert class_names == list(TUMOR_CLASSES)
     added = [i for i, n in enumerate(train["file_names"]) if not str(n).startswith("brisc2025_")]
     names = {str(train["file_names"][i]) for i in added}
@@ -50,8 +50,8 @@ def test_figshare_copies_of_brisc_test_stay_out_and_the_rest_joins_training(tree
     truth = dict(zip(fs["file_name"], fs["label"]))
     assert [int(train["labels"][i]) for i in added] == [truth[str(train["file_names"][i])] for i in added]
     assert set(np.asarray(train["labels"])[added]) <= {TUMOR_CLASSES.index(c) for c in ("glioma", "meningioma", "pituitary")}
-    assert args.training_data["extra_train"] == "figshare"
-    assert args.training_data["n_extra"] == 6 - len(left_out) and args.training_data["n_extra_excluded"] == len(left_out)
+    assert packs.provenance["extra_train"] == "figshare"
+    assert packs.provenance["n_extra"] == 6 - len(left_out) and packs.provenance["n_extra_excluded"] == len(left_out)
 
 
 def test_a_copy_of_a_validation_image_is_found_as_for_test(trees):
@@ -64,16 +64,16 @@ def test_a_copy_of_a_validation_image_is_found_as_for_test(trees):
 
 
 def test_segmentation_packs_keep_figshare_masks(trees):
-    train, _, _ = train_val_packs("segmentation", 64, _args(data_root=str(trees / "brisc2025")))
+    train = train_val_packs("segmentation", 64, _data(root=trees / "brisc2025")).train
     added = [i for i, n in enumerate(train["file_names"]) if not str(n).startswith("brisc2025_")]
     assert len(added) >= 4 and train["masks"][added].any(axis=(1, 2)).all()
 
 
 def test_extra_figshare_cannot_be_combined_with_leaving_figshare_out(trees):
-    with pytest.raises(SystemExit, match="cannot be combined"):
-        train_val_packs("classification", 64, _args(data_root=str(trees / "brisc2025"), exclude_duplicates_of="figshare"))
-    with pytest.raises(SystemExit, match="brisc2025 only"):
-        train_val_packs("segmentation", 64, _args(dataset="lgg"))
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        train_val_packs("classification", 64, _data(root=trees / "brisc2025", exclude_duplicates_of="figshare"))
+    with pytest.raises(ConfigError, match="brisc2025 only"):
+        train_val_packs("segmentation", 64, _data(dataset="lgg"))
 
 
 @pytest.mark.parametrize("kind, folder", [("classifier", "models/tumorlens-efficientnet-lite0-brisc2025"),

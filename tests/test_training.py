@@ -8,7 +8,7 @@ import torch
 
 from tumorlens.metrics import classification_report, dice, iou, pixel_accuracy
 from tumorlens.training.loop import TrainConfig, Trainer
-from tumorlens.training.precision import cpu_flags, pick_precision
+from tumorlens.hardware import cpu_flags, pick_precision
 from tumorlens.training.tasks import ClassificationSetup, ClassificationTask, SegmentationSetup, SegmentationTask
 
 
@@ -36,6 +36,7 @@ def _cls_trainer(run_dir):
     return Trainer(task, TrainConfig(epochs=2, batch_size=2, precision="fp32", seed=3, num_threads=2), run_dir)
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("make", [_seg_trainer, _cls_trainer], ids=["segmenter", "classifier"])
 def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, make):
     whole = make(tmp_path / "whole")
@@ -72,6 +73,7 @@ def test_precision_picker_follows_the_cpu_flags():
         pick_precision("fp8")
 
 
+@pytest.mark.slow  # trains
 def test_trainer_records_the_precision_and_cpu_it_used(tmp_path):
     trainer = _seg_trainer(tmp_path, max_steps=1)
     assert trainer.hardware["precision"] in ("bf16", "fp32") and trainer.hardware["cpu"]
@@ -109,7 +111,7 @@ def test_classification_report_by_hand():
 
 
 def test_postprocess_tuning_picks_the_best_tumor_dice_that_keeps_healthy_slices_clean():
-    from tumorlens.inference import tune_postprocess
+    from tumorlens.postprocess import tune_postprocess
     truth = np.zeros((64, 64), bool)
     truth[8:40, 8:40] = True
     prob = np.where(truth, 0.42, 0.05).astype(np.float32)  # the tumor only clears thresholds under 0.42
@@ -134,7 +136,7 @@ def test_postprocess_tuning_picks_the_best_tumor_dice_that_keeps_healthy_slices_
 
 
 def test_postprocess_tuning_per_patient_scores_stacked_volumes():
-    from tumorlens.inference import tune_postprocess
+    from tumorlens.postprocess import tune_postprocess
     truth = np.zeros((32, 32), bool)
     truth[8:24, 8:24] = True
     faint = np.where(truth, 0.25, 0.0).astype(np.float32)  # an under-confident model: only a low threshold finds it
@@ -151,7 +153,7 @@ def test_postprocess_tuning_per_patient_scores_stacked_volumes():
 
 
 def test_default_threshold_grid_reaches_faint_maps():
-    from tumorlens.inference import THRESHOLD_GRID, tune_postprocess
+    from tumorlens.postprocess import THRESHOLD_GRID, tune_postprocess
     truth = np.zeros((32, 32), bool)
     truth[8:24, 8:24] = True
     rim = truth & ~np.pad(np.ones((12, 12), bool), 10)  # the margin of the tumor, as LGG maps show it
@@ -162,7 +164,7 @@ def test_default_threshold_grid_reaches_faint_maps():
 
 
 def test_classifier_tta_is_chosen_on_validation_by_accuracy_then_nll():
-    from tumorlens.inference import choose_tta
+    from tumorlens.postprocess import choose_tta
     labels = np.array([0, 1, 1])
     plain = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # third wrong
     flipped = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])  # mean of both views gets it right

@@ -5,14 +5,14 @@ or the 3 Figshare classes on its folds (--dataset figshare --fold K).
     accelerate launch train/train_classifier.py --epochs 30
 Re-running with the same --run-dir resumes from the last checkpoint."""
 
-from tumorlens.training.recipes import train_classifier
+import sys
+
+from tumorlens.training import cli
 
 
-def main(argv=None):
-    out = train_classifier(argv, __doc__)
-    if out:
-        print(f"model written to {out}")
+def main(argv=None) -> int:
+    return cli.main("classifier", argv, description=__doc__)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,14 +6,14 @@ on the LGG patient-wise train split (--dataset lgg), or on Figshare folds (--dat
     accelerate launch train/train_segmenter.py --epochs 40
 Re-running with the same --run-dir resumes from the last checkpoint."""
 
-from tumorlens.training.recipes import train_segmenter
+import sys
+
+from tumorlens.training import cli
 
 
-def main(argv=None):
-    out = train_segmenter(argv, __doc__)
-    if out:
-        print(f"model written to {out}")
+def main(argv=None) -> int:
+    return cli.main("segmenter", argv, description=__doc__)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

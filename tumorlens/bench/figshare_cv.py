@@ -21,14 +21,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..data.registry import get_dataset
+from ..errors import ConfigError, TumorLensError
 from ..models import EVAL_NAME, TRAINING_INFO_NAME, read_training_info
+from ..paths import runs_dir
+from ..training.specs import DataSpec, ReleaseSpec
 
 KINDS = ("classifier", "segmenter")
 DEFAULT_EPOCHS = {"classifier": 5, "segmenter": 4}
@@ -48,22 +52,44 @@ def results_dir(root: Path, start: str) -> Path:
     return Path(root) if start == "imagenet" else Path(root) / f"{start}-start"
 
 
-def recipe(kind: str):
-    """(training function, the script that runs it) for `kind`."""
-    from ..training.recipes import train_classifier, train_segmenter
+@dataclass(frozen=True)
+class Smoke:
+    """Smaller runs for tests: a handful of images, a few steps."""
+    limit: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+
+
+def _specs(kind: str, data: DataSpec, run_dir: Path, epochs: int, threads: int | None, lr: float | None,
+           init_from: str | None, smoke: Smoke, release: ReleaseSpec):
+    """(setup, schedule) as the recipe's command line would make them, with a fixed schedule: validation
+    only picks the best epoch."""
+    from ..hardware import default_threads
+    from ..training.cli import DEFAULTS, FINETUNE_LR_FACTOR, parent_settings
+    from ..training.loop import TrainConfig
+    from ..training.tasks import ClassificationSetup, SegmentationSetup
+    d = DEFAULTS[kind]
+    inherited = parent_settings(init_from, kind) if init_from else {}
     if kind == "segmenter":
-        return train_segmenter, "train/train_segmenter.py"
-    return train_classifier, "train/train_classifier.py"
+        setup = SegmentationSetup(encoder=inherited.get("encoder", d["encoder"]), decoder=inherited.get("decoder", d["decoder"]),
+                                  imagenet_init=not init_from, input_size=inherited.get("input_size", d["input_size"]),
+                                  crop=inherited.get("crop", d["crop"]))
+    else:
+        setup = ClassificationSetup(arch=inherited.get("arch", d["arch"]), imagenet_init=not init_from,
+                                    input_size=inherited.get("input_size", d["input_size"]))
+    schedule = TrainConfig(epochs=epochs, patience=epochs, batch_size=smoke.batch_size or d["batch_size"],
+                           lr=lr or d["lr"] * (FINETUNE_LR_FACTOR if init_from else 1.0), max_steps=smoke.max_steps,
+                           num_threads=threads or default_threads())
+    return setup, schedule
 
 
-def start_argv(kind: str, run_dir: Path, epochs: int, threads: int | None, data_root) -> list[str]:
-    argv = ["--exclude-duplicates-of", "figshare", "--run-dir", str(run_dir), "--out", str(run_dir / "model"),
-            "--epochs", str(epochs), "--patience", str(epochs), "--skip-eval"]
-    if threads:
-        argv += ["--threads", str(threads)]
-    if data_root:
-        argv += ["--data-root", str(Path(data_root).expanduser() / "brisc2025")]
-    return argv
+def _train(kind: str, data: DataSpec, setup, schedule, release: ReleaseSpec, run_dir: Path, init_from: str | None):
+    """(TrainResult, the equivalent command line) through the very recipe the command line uses."""
+    from ..training.cli import command_line
+    from ..training.recipes import train_classifier, train_segmenter
+    train = train_segmenter if kind == "segmenter" else train_classifier
+    command = command_line(kind, data, setup, schedule, release, run_dir, init_from)
+    return train(data, setup, schedule, release, run_dir, init_from=init_from), command
 
 
 def checked_start(folder: Path) -> dict:
@@ -71,25 +97,30 @@ def checked_start(folder: Path) -> dict:
     info = read_training_info(folder)
     data = info.get("data") or {}
     if data.get("dataset") != "brisc2025" or data.get("excluded_duplicates_of") != "figshare":
-        raise SystemExit(f"{folder} cannot start a Figshare fold: its training did not leave out the BRISC "
-                         f"images that duplicate Figshare slices (train it with --exclude-duplicates-of figshare)")
+        raise ConfigError(f"{folder} cannot start a Figshare fold: its training did not leave out the BRISC "
+                          f"images that duplicate Figshare slices (train it with --exclude-duplicates-of figshare)")
     return info
 
 
 def train_start(kind: str, *, run_root: Path, epochs: int | None = None, threads: int | None = None,
-                data_root=None, extra_argv: list[str] = ()) -> tuple[Path, dict]:
-    """Train (or resume, or reuse) the BRISC-minus-Figshare start for `kind`; (its folder, provenance)."""
-    train, script = recipe(kind)
+                data_home=None, smoke: Smoke = Smoke()) -> tuple[Path, dict]:
+    """Train (or resume, or reuse) the BRISC-minus-Figshare start for `kind`; (its folder, provenance).
+    `data_home`: the folder holding brisc2025/ and figshare/ (tumorlens.data.registry)."""
     epochs = epochs or START_EPOCHS[kind]
     run_dir = Path(run_root) / f"brisc-start-{kind}"
-    argv = start_argv(kind, run_dir, epochs, threads, data_root) + list(extra_argv)
     folder = run_dir / "model"
+    data = DataSpec(dataset="brisc2025", root=get_dataset("brisc2025").root_in(data_home),
+                    exclude_duplicates_of="figshare", limit=smoke.limit)
+    release = ReleaseSpec(out=folder, replace=True, evaluate=False)
+    setup, schedule = _specs(kind, data, run_dir, epochs, threads, None, None, smoke, release)
+    from ..training.cli import command_line
+    command = command_line(kind, data, setup, schedule, release, run_dir)
     if not (folder / TRAINING_INFO_NAME).is_file():
-        folder = train(argv)
-        if folder is None:
+        result, command = _train(kind, data, setup, schedule, release, run_dir, None)
+        if result.model is None:
             raise RuntimeError(f"the BRISC start for the {kind}: training stopped before the schedule ended; re-run to resume")
     info = checked_start(folder)
-    return folder, {"model": str(folder), "command": f"python {script} " + shlex.join(argv),
+    return folder, {"model": str(folder), "command": command,
                     "epochs": (info.get("train_config") or {}).get("epochs"), "best_epoch": info.get("best_epoch"),
                     "train_seconds": info.get("train_seconds"), "data": info["data"], "val_metrics": info.get("val_metrics")}
 
@@ -98,32 +129,25 @@ def result_path(out_dir: Path, kind: str, fold: int) -> Path:
     return Path(out_dir) / f"fold{fold}-{kind}.json"
 
 
-def train_argv(kind: str, fold: int, run_dir: Path, epochs: int, threads: int | None, data_root) -> list[str]:
-    argv = ["--dataset", "figshare", "--fold", str(fold), "--run-dir", str(run_dir), "--epochs", str(epochs),
-            "--patience", str(epochs)]  # a fixed schedule: validation only picks the best epoch
-    if threads:
-        argv += ["--threads", str(threads)]
-    if data_root:
-        argv += ["--data-root", str(data_root)]
-    return argv
-
-
 def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DIR, epochs: int | None = None,
-             threads: int | None = None, data_root=None, extra_argv: list[str] = (), start: dict | None = None,
+             threads: int | None = None, data_home=None, smoke: Smoke = Smoke(), start: dict | None = None,
              lr: float | None = None) -> dict:
     """Train (or resume) one fold, score it, and store the compact result with its provenance.
-    start: None for ImageNet weights, or train_start's provenance of a BRISC-minus-Figshare model."""
-    train, script = recipe(kind)
+    start: None for ImageNet weights, or train_start's provenance of a BRISC-minus-Figshare model.
+    `data_home`: the folder holding figshare/ (tumorlens.data.registry)."""
     epochs = epochs or DEFAULT_EPOCHS[kind]
     run_dir = Path(run_root) / (f"fold{fold}-{kind}" if start is None else f"brisc-start-fold{fold}-{kind}")
-    argv = train_argv(kind, fold, run_dir, epochs, threads, data_root) + list(extra_argv)
-    if lr:
-        argv += ["--lr", str(lr)]
+    init_from = None
     if start is not None:
         checked_start(start["model"])
-        argv += ["--init-from", str(start["model"])]
+        init_from = str(start["model"])
+    data = DataSpec(dataset="figshare", root=get_dataset("figshare").root_in(data_home), fold=fold,
+                    limit=smoke.limit)
+    release = ReleaseSpec()  # a fold model stays in its run directory: a measurement, not a release
+    setup, schedule = _specs(kind, data, run_dir, epochs, threads, lr, init_from, smoke, release)
     t0 = time.time()
-    model = train(argv)
+    result, command = _train(kind, data, setup, schedule, release, run_dir, init_from)
+    model = result.model
     if model is None:
         raise RuntimeError(f"fold {fold} {kind}: training stopped before the schedule ended; re-run to resume")
     ev = json.loads((model / EVAL_NAME).read_text())
@@ -141,7 +165,7 @@ def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DI
                      "validation": "id blocks of 40 slices held out from the training folds (patients kept together)"},
         "made": {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  "wall_seconds": round(time.time() - t0, 1),
-                 "command": f"python {script} " + shlex.join(argv),
+                 "command": command,
                  "rerun": f"python -m tumorlens.bench.figshare_cv --start {'imagenet' if start is None else 'brisc'} "
                           f"--folds {fold} --kinds {kind} --epochs {epochs}" + (f" --{kind}-lr {lr}" if lr else "")
                           + (f" --start-epochs {start['epochs']}" if start is not None and start.get("epochs") else "")},
@@ -204,25 +228,30 @@ def main(argv=None) -> int:
                    help=f"peak learning rate of the classifier folds (default: the recipe's; {FINETUNE_LR['classifier']} from a BRISC start)")
     p.add_argument("--segmenter-lr", type=float,
                    help=f"peak learning rate of the segmenter folds (default: the recipe's; {FINETUNE_LR['segmenter']} from a BRISC start)")
-    p.add_argument("--run-root", type=Path, default=Path("runs/figshare_cv"), help="checkpoints; re-running resumes")
+    p.add_argument("--run-root", type=Path, default=runs_dir("figshare_cv"), help="checkpoints; re-running resumes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root (a BRISC start's go in a subfolder)")
     p.add_argument("--threads", type=int)
-    p.add_argument("--data-root", help="folder holding brisc2025/ and figshare/")
+    p.add_argument("--data-home", "--data-root", dest="data_home",
+                   help="the data home: the folder holding brisc2025/ and figshare/ (default $TUMORLENS_DATA or ../shared/data)")
     p.add_argument("--skip-done", action="store_true", help="leave folds that already have a stored result")
     args = p.parse_args(argv)
     out = results_dir(args.out, args.start)
-    for kind in args.kinds:
-        todo = [f for f in args.folds if not (args.skip_done and result_path(out, kind, f).is_file())]
-        start = None
-        if todo and args.start == "brisc":
-            _, start = train_start(kind, run_root=args.run_root, epochs=args.start_epochs, threads=args.threads,
-                                   data_root=args.data_root)
-        for fold in todo:
-            r = run_fold(kind, fold, run_root=args.run_root, out_dir=out, epochs=args.epochs, threads=args.threads,
-                         data_root=args.data_root and Path(args.data_root).expanduser() / "figshare", start=start,
-                         lr=getattr(args, f"{kind}_lr") or (FINETUNE_LR[kind] if start else None))
-            score = f"accuracy {r['accuracy']:.4f}" if kind == "classifier" else f"Dice {r['dice_mean']:.4f}"
-            print(f"fold {fold} {kind} ({args.start} start): {score}", flush=True)
+    try:
+        for kind in args.kinds:
+            todo = [f for f in args.folds if not (args.skip_done and result_path(out, kind, f).is_file())]
+            start = None
+            if todo and args.start == "brisc":
+                _, start = train_start(kind, run_root=args.run_root, epochs=args.start_epochs, threads=args.threads,
+                                       data_home=args.data_home)
+            for fold in todo:
+                r = run_fold(kind, fold, run_root=args.run_root, out_dir=out, epochs=args.epochs, threads=args.threads,
+                             data_home=args.data_home, start=start,
+                             lr=getattr(args, f"{kind}_lr") or (FINETUNE_LR[kind] if start else None))
+                score = f"accuracy {r['accuracy']:.4f}" if kind == "classifier" else f"Dice {r['dice_mean']:.4f}"
+                print(f"fold {fold} {kind} ({args.start} start): {score}", flush=True)
+    except TumorLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(summarize(load_results(out)), indent=1))
     return 0
 

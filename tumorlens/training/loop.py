@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,13 +23,13 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from .precision import hardware_summary, pick_precision
+from ..hardware import hardware_summary, pick_precision
 
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 16
@@ -146,7 +145,8 @@ class Trainer:
     def run_info(self) -> dict:
         return {"task": self.task.name, "train_config": asdict(self.cfg), "hardware": self.hardware, "data": self.data_info,
                 "epochs_done": self.state["epoch"], "global_step": self.state["global_step"],
-                "train_seconds": round(self.state["train_seconds"], 1), "best_epoch": self.state["best_epoch"]}
+                "train_seconds": round(self.state["train_seconds"], 1), "best_epoch": self.state["best_epoch"],
+                "history": self.state["history"]}  # the learning curve: train loss and validation scores per epoch
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> dict:
@@ -184,6 +184,9 @@ class Trainer:
                 self.state["global_step"] += 1
                 self.state["train_seconds"] += time.time() - t0
                 running.append(loss.item())
+                # the epoch's loss so far, kept in the checkpoint: a resumed epoch averages all its steps
+                self.state["epoch_loss_sum"] = self.state.get("epoch_loss_sum", 0.0) + running[-1]
+                self.state["epoch_loss_steps"] = self.state.get("epoch_loss_steps", 0) + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 if cfg.max_steps and self.state["global_step"] >= cfg.max_steps:
@@ -196,7 +199,9 @@ class Trainer:
                     self.save_checkpoint()
             bar.close()
             if self.state["step_in_epoch"] >= self.steps_per_epoch:
-                self._end_epoch(float(np.mean(running)) if running else float("nan"))
+                steps = self.state.pop("epoch_loss_steps", 0)
+                total = self.state.pop("epoch_loss_sum", 0.0)
+                self._end_epoch(total / steps if steps else float("nan"))
             self.save_checkpoint()
         if paused:
             self.log({"event": "paused", **self._pos()})
@@ -241,7 +246,3 @@ class Trainer:
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def default_threads() -> int:
-    return int(os.environ.get("TUMORLENS_THREADS", os.cpu_count() or 1))

@@ -14,7 +14,8 @@ from scipy.special import expit
 
 from .. import imagenet
 from ..metrics import HEALTHY_MASK_MIN_PX, classification_report, dice, dice_per_patient
-from ..models import build_classifier, build_segmenter, save_classifier, save_segmenter
+from ..data import TUMOR_CLASSES
+from ..models import build_classifier, build_segmenter, save_classifier, save_segmenter, without_aux_head
 from ..preprocess import PreprocessConfig, Preprocessor
 from ..packs import patient_ids
 from .augment import AugmentConfig, augment, random_crops
@@ -37,21 +38,36 @@ def batched_forward(model, pre: Preprocessor, images_u8: np.ndarray, batch: int,
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
-            out.append(model(x).float().cpu().numpy())
+            y = model(x)
+            out.append((y[0] if isinstance(y, tuple) else y).float().cpu().numpy())  # joint models: the mask
     model.train()
     return np.concatenate(out)
 
 
 # -- segmentation --------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class SegmentationSetup:
-    encoder: str = "mobilenet_v2"
+    encoder: str = "mobilenet_v2"          # an smp encoder; `tu-<timm arch>` for timm ones
     imagenet_init: bool = True
     input_size: int = 256
     crop: int = 192
     fg_fraction: float = 0.33
     val_batch: int = 32
     dice_weight: float = 1.0
+    decoder: str = "unet"                  # models.DECODERS
+    bce_pos_weight: float = 1.0            # > 1 weighs tumor pixels up in the BCE term
+    encoder_from_classifier: str | None = None  # start the encoder from this tumor-type classifier
+    joint_weight: float = 0.0              # > 0: a tumor-type head on the encoder, its CE loss x this
+
+
+def encoder_normalization(encoder: str) -> tuple[tuple, tuple]:
+    """(mean, std) the encoder's ImageNet weights were trained with: timm's pretrained_cfg for a `tu-`
+    encoder; torchvision's ImageNet statistics for smp's own (smp would fetch them from the Hub)."""
+    import timm
+    if encoder.startswith("tu-"):
+        cfg = timm.get_pretrained_cfg(encoder[3:])
+        return tuple(cfg.mean), tuple(cfg.std)
+    return tuple(timm.data.IMAGENET_DEFAULT_MEAN), tuple(timm.data.IMAGENET_DEFAULT_STD)
 
 
 class SegmentationTask:
@@ -61,18 +77,25 @@ class SegmentationTask:
                  aug: AugmentConfig | None = None):
         self.setup = setup or SegmentationSetup()
         self.aug = aug or AugmentConfig()
-        self.preprocess = PreprocessConfig(input_size=self.setup.input_size)
+        mean, std = encoder_normalization(self.setup.encoder)
+        self.preprocess = PreprocessConfig(input_size=self.setup.input_size, mean=mean, std=std)
         self.pre = Preprocessor(self.preprocess)
         self.images = torch.from_numpy(train_pack["images"])
         self.masks = torch.from_numpy(train_pack["masks"])
+        self.labels = torch.from_numpy(train_pack["labels"]) if self.setup.joint_weight > 0 else None
         self.val = val_pack
-        self.bce = torch.nn.BCEWithLogitsLoss()
+        pos_weight = torch.tensor([self.setup.bce_pos_weight]) if self.setup.bce_pos_weight != 1.0 else None
+        self.bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         self.dice_loss = smp.losses.DiceLoss(mode="binary", from_logits=True)
+        self.type_loss = torch.nn.CrossEntropyLoss()
 
     def build_model(self) -> torch.nn.Module:
-        model = build_segmenter(self.setup.encoder)
-        if self.setup.imagenet_init:
-            model.encoder.load_state_dict(imagenet.load_state_dict(self.setup.encoder))
+        s = self.setup
+        model = build_segmenter(s.encoder, decoder=s.decoder, aux_classes=len(TUMOR_CLASSES) if s.joint_weight > 0 else None)
+        if s.encoder_from_classifier:
+            model.encoder.load_state_dict(classifier_encoder_state(s.encoder_from_classifier, s.encoder, model.encoder))
+        elif s.imagenet_init:
+            model.encoder.load_state_dict(imagenet.smp_encoder_imagenet_state(s.encoder, model.encoder))
         return model
 
     def param_groups(self, model, lr, mult):
@@ -87,11 +110,18 @@ class SegmentationTask:
         x = imgs.permute(0, 3, 1, 2).float().div_(255.0)
         m = masks[:, None].float()
         x, m = augment(x, m, self.aug, g)
-        return {"x": self.pre.normalize(x).to(device), "mask": m.to(device)}
+        batch = {"x": self.pre.normalize(x).to(device), "mask": m.to(device)}
+        if self.labels is not None:
+            batch["label"] = self.labels[idx].to(device)
+        return batch
 
     def loss(self, model, batch):
-        logits = model(batch["x"]).float()
-        return self.bce(logits, batch["mask"]) + self.setup.dice_weight * self.dice_loss(logits, batch["mask"])
+        out = model(batch["x"])
+        logits = (out[0] if isinstance(out, tuple) else out).float()
+        loss = self.bce(logits, batch["mask"]) + self.setup.dice_weight * self.dice_loss(logits, batch["mask"])
+        if isinstance(out, tuple):  # joint: the tumor type from the shared encoder
+            loss = loss + self.setup.joint_weight * self.type_loss(out[1].float(), batch["label"])
+        return loss
 
     def predict_probs(self, model, images_u8: np.ndarray, device, autocast) -> np.ndarray:
         logits = batched_forward(model, self.pre, images_u8, self.setup.val_batch, device, autocast)
@@ -121,7 +151,18 @@ class SegmentationTask:
 
     def export(self, model, folder: Path, metrics: dict, run_info: dict) -> None:
         info = {**run_info, "setup": asdict(self.setup), "augment": asdict(self.aug), "val_metrics": metrics}
-        save_segmenter(model, folder, self.preprocess, training_info=info)
+        save_segmenter(without_aux_head(model), folder, self.preprocess, training_info=info)
+
+
+def classifier_encoder_state(classifier: str, encoder_name: str, encoder: torch.nn.Module) -> dict:
+    """A tumor-type classifier's backbone as the segmenter's encoder (an encoder that has seen brain MRI)."""
+    from ..models import load_classifier
+    model, _, _ = load_classifier(classifier)
+    arch = model.pretrained_cfg.get("architecture") or type(model).__name__
+    if encoder_name != f"tu-{arch}":
+        raise ValueError(f"--encoder-from-classifier {classifier}: its architecture is {arch}, "
+                         f"so the encoder must be tu-{arch}, not {encoder_name}")
+    return imagenet.encoder_state_from(encoder, {k: v.float() for k, v in model.state_dict().items()})
 
 
 # -- classification ------------------------------------------------------------------------
@@ -137,7 +178,7 @@ def arch_normalization(arch: str) -> tuple[tuple, tuple]:
     return mean, std
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClassificationSetup:
     arch: str = "tf_efficientnet_lite0"
     imagenet_init: bool = True
