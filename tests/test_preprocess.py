@@ -420,3 +420,22 @@ def test_preprocess_config_carries_the_tumor_region_setting():
     mask[10:20, 10:20] = True
     assert Preprocessor(PreprocessConfig()).crop(rgb, mask) is rgb  # a whole-slice model ignores masks
     assert Preprocessor(cfg).crop(rgb, mask).shape[:2] == (16, 16)
+
+
+def test_a_float_tiff_with_nan_and_inf_is_windowed_on_its_finite_pixels(tmp_path):
+    """The plain-image path windows like the DICOM/NIfTI path: NaN/inf never set the window (it used
+    to turn the whole slice black)."""
+    import tifffile
+    from tumorlens.preprocess import decode_image
+    clean = np.linspace(-50, 1200, 96 * 96, dtype=np.float32).reshape(96, 96)
+    dirty = clean.copy()
+    rng = np.random.default_rng(0)
+    spots = rng.choice(np.arange(1, clean.size - 1), size=100, replace=False)
+    dirty.flat[spots[:50]] = np.nan
+    dirty.flat[spots[50:]] = np.inf
+    tifffile.imwrite(tmp_path / "clean.tif", clean)
+    tifffile.imwrite(tmp_path / "dirty.tif", dirty)
+    a, b = decode_image(tmp_path / "clean.tif"), decode_image(tmp_path / "dirty.tif")
+    finite = np.isfinite(dirty)
+    assert a.max() == 255 and np.array_equal(a[finite], b[finite])
+    assert (b[np.isnan(dirty)] == 0).all() and (b[np.isposinf(dirty)] == 255).all()

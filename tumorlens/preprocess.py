@@ -84,13 +84,21 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Im
     return img
 
 
-def _rescale_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Min-max window for 16-bit, signed or float data (MRI intensities have no fixed scale)."""
-    arr = arr.astype(np.float32)
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    return np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+def window_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """One min-max window over the finite values of 16-bit, signed or float data -> uint8 (MRI
+    intensities have no fixed scale; a stack shares one window so its slices stay comparable).
+    NaN and -inf become the window's low end (background), +inf its high end; they never set it."""
+    if arr.dtype == np.uint8:
+        return arr
+    arr = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    out = (np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def array_to_rgb(arr: np.ndarray, name: str | None = None) -> np.ndarray:
@@ -109,7 +117,7 @@ def array_to_rgb(arr: np.ndarray, name: str | None = None) -> np.ndarray:
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
         raise DataError(name, f"expected a 2-D grayscale or 3-channel image, got an array of shape {arr.shape}")
     if arr.dtype != np.uint8:
-        arr = _rescale_to_uint8(arr)
+        arr = window_to_uint8(arr)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     return np.ascontiguousarray(arr)
