@@ -3,12 +3,24 @@
 The real datasets sit in ../shared/data beside the project (see its README.md); they are required,
 never skipped. Tiny trees are built in pytest's tmp_path by copying a handful of real files, so the
 loaders' error paths can be exercised without touching the repo or the shared data.
+
+The fast lane, `pytest -m "not slow"`, runs no test that reads the shared data or trains:
+- a test reaches the shared data through the `data_home` fixture, directly or through a fixture
+  that asks for it (the make_*_tree builders, the tiny trained models, ...); every such test is
+  marked slow here, at collection;
+- a test that reads it some other way (a module-level path) without a slow mark fails, naming the
+  file: while each unmarked test runs, opening or listing anything under ../shared/data is noted
+  (on the main thread; subprocesses are not watched);
+- a test that trains on generated data (or runs a benchmark) says so with @pytest.mark.slow itself.
+Data-free unit tests build what they need here, small (tmp_path, numpy arrays).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +38,72 @@ LGG_PATIENT_CASES = ("TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222")
 
 @pytest.fixture(scope="session")
 def data_home() -> Path:
-    """../shared/data relative to the project root. The data is required: a missing folder fails."""
+    """../shared/data relative to the project root. The data is required: a missing folder fails.
+    Asking for it, directly or through another fixture, marks a test slow."""
     assert DATA_HOME.is_dir(), f"the shared data is required at {DATA_HOME} (see its README.md)"
     for name in ("brisc2025", "figshare", "lgg"):
         assert (DATA_HOME / name).is_dir(), f"{DATA_HOME / name} is missing"
     return DATA_HOME
+
+
+# --------------------------------------------------------------------------------------------------
+# The fast lane (see the module docstring)
+# --------------------------------------------------------------------------------------------------
+
+SHARED_DATA_FIXTURES = frozenset({"data_home"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SHARED_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):  # the fixture closure
+            item.add_marker(pytest.mark.slow)
+
+
+class _SharedDataReads:
+    """An audit hook noting files opened and folders listed under the shared data while on."""
+
+    EVENTS = frozenset({"open", "os.listdir", "os.scandir", "glob.glob"})
+    ROOTS = tuple(sorted({os.path.normpath(DATA_HOME), os.path.realpath(DATA_HOME)}))
+
+    def __init__(self):
+        self.on = False
+        self.seen: list[str] = []
+        self.main = threading.main_thread().ident
+        sys.addaudithook(self)
+
+    def __call__(self, event, args):
+        if not self.on or event not in self.EVENTS or not args or threading.get_ident() != self.main:
+            return
+        path = args[0]
+        if isinstance(path, int) or path is None:
+            return
+        try:
+            path = os.path.abspath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return
+        if any(path == root or path.startswith(root + os.sep) for root in self.ROOTS):
+            self.seen.append(path)
+
+
+_SHARED_DATA_READS = _SharedDataReads()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Watch from the start of setup (module fixtures included) of each test not marked slow."""
+    _SHARED_DATA_READS.seen.clear()
+    _SHARED_DATA_READS.on = item.get_closest_marker("slow") is None
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_data_in_the_fast_lane(request):
+    yield
+    reads, _SHARED_DATA_READS.on = list(_SHARED_DATA_READS.seen), False
+    if reads:
+        pytest.fail(f"{request.node.nodeid} read the shared data ({reads[0]}, {len(reads)} reads) but is not "
+                    "marked slow: ask for the data_home fixture (or one built on it), mark it "
+                    "@pytest.mark.slow, or build a tiny input in tmp_path instead", pytrace=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -57,24 +130,21 @@ class BriscTree:
         return self.root / "segmentation_task" / split / "masks" / f"{stem}.png"
 
 
-def _link(target: Path, link: Path, how: str) -> None:
-    """Make `link` point at `target`: 'text' (a small file holding the relative target, as in the
-    shared data), 'symlink' (a relative symbolic link) or 'copy' (the bytes themselves)."""
-    rel = os.path.relpath(target, link.parent)
-    if how == "text":
-        link.write_text(rel)
-    elif how == "symlink":
-        link.symlink_to(rel)
+def _place(target: Path, dest: Path, how: str) -> None:
+    """Put `target`'s image at `dest`: 'copy' (the bytes themselves, as in the release) or
+    'symlink' (a relative symbolic link, which the OS follows)."""
+    if how == "symlink":
+        dest.symlink_to(os.path.relpath(target, dest.parent))
     elif how == "copy":
-        shutil.copyfile(target, link)
+        shutil.copyfile(target, dest)
     else:
         raise ValueError(how)
 
 
-def build_brisc_tree(data_home: Path, dest: Path, *, per_class: int = 2, seg_images: str = "text") -> BriscTree:
+def build_brisc_tree(data_home: Path, dest: Path, *, per_class: int = 2, seg_images: str = "copy") -> BriscTree:
     """A BRISC 2025 tree with `per_class` segmentation slices of each tumor class and `per_class`
     no_tumor slices, per split. Classification holds exactly the files the segmentation images
-    point at, plus the no_tumor ones; masks are copied."""
+    copy (`seg_images='copy'`) or link to ('symlink'), plus the no_tumor ones; masks are copied."""
     src = data_home / "brisc2025"
     tree = BriscTree(dest)
     for split in ("train", "test"):
@@ -93,7 +163,7 @@ def build_brisc_tree(data_home: Path, dest: Path, *, per_class: int = 2, seg_ima
                 cls = BRISC_CLASS_CODES[code]
                 cls_target = dest / "classification_task" / split / cls / name
                 shutil.copyfile(src / "classification_task" / split / cls / name, cls_target)
-                _link(cls_target, img_dir / name, seg_images)
+                _place(cls_target, img_dir / name, seg_images)
                 shutil.copyfile(src / "segmentation_task" / split / "masks" / f"{stem}.png", mask_dir / f"{stem}.png")
                 tree.seg_stems[split].append(stem)
                 tree.cls_files[split][cls].append(name)
@@ -105,7 +175,7 @@ def build_brisc_tree(data_home: Path, dest: Path, *, per_class: int = 2, seg_ima
 
 @pytest.fixture
 def make_brisc_tree(data_home, tmp_path):
-    """Factory: make_brisc_tree(per_class=2, seg_images='text') -> BriscTree under tmp_path."""
+    """Factory: make_brisc_tree(per_class=2, seg_images='copy') -> BriscTree under tmp_path."""
     counter = iter(range(1000))
 
     def make(**kwargs) -> BriscTree:

@@ -1,4 +1,4 @@
-"""BRISC 2025 read from its original layout: exact counts, file-name parsing, links, mask alignment."""
+"""BRISC 2025 read from its original layout: exact counts, file-name parsing, segmentation images, mask alignment."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from tumorlens.data import TUMOR_CLASSES, brisc2025
-from tumorlens.data._common import follow_link
 from tumorlens.errors import DataError
 from tumorlens.preprocess import decode_image, decode_mask
 
@@ -172,44 +171,15 @@ def test_every_real_file_name_parses_consistently(classification, segmentation):
             assert name.startswith(f"brisc2025_{split}_{meta['index']:05d}_")
 
 
-# ------------------------------------------------------------------------------------------ links
+# ------------------------------------------------------------------------------------------ segmentation images
 
 
-def test_shared_segmentation_images_are_link_text_files(brisc_root):
-    link = brisc_root / "segmentation_task" / "train" / "images" / "brisc2025_train_00001_gl_ax_t1.jpg"
-    assert link.stat().st_size < 512
-    target = follow_link(link)
-    assert target == (brisc_root / "classification_task" / "train" / "glioma" / link.name).resolve()
-    assert target.stat().st_size > 1000
-
-
-def test_follow_link_kinds(tmp_path):
-    target = tmp_path / "data" / "a.jpg"
-    target.parent.mkdir()
-    Image.fromarray(np.full((20, 20), 7, np.uint8)).save(target)
-    (tmp_path / "links").mkdir()
-    text = tmp_path / "links" / "text.jpg"
-    text.write_text("../data/a.jpg\n")
-    sym = tmp_path / "links" / "sym.jpg"
-    sym.symlink_to("../data/a.jpg")
-    assert follow_link(text) == target.resolve()
-    assert follow_link(sym) == target.resolve()
-    assert follow_link(target) == target  # a real image is its own target
-    dangling = tmp_path / "links" / "dangling.jpg"
-    dangling.write_text("../data/missing.jpg")
-    assert follow_link(dangling) == dangling  # nothing to follow: left for the image check to refuse
-    small = tmp_path / "links" / "small.png"
-    small.write_bytes(b"\x89PNG\r\n\x1a\n")
-    assert follow_link(small) == small
-
-
-def test_segmentation_rows_point_at_the_classification_files(segmentation, brisc_root):
+def test_segmentation_rows_read_the_segmentation_images_themselves(segmentation, brisc_root):
+    """A segmentation image is the plain file in segmentation_task/<split>/images, read as it is."""
     for split in ("train", "test"):
         raw = segmentation[split].cast_column("image", datasets.Image(decode=False))
         for row in raw.select(range(0, len(raw), 53)):
-            meta = brisc2025.parse_file_name(row["file_name"])
-            cls_file = brisc_root / "classification_task" / split / meta["label"] / row["file_name"]
-            assert Path(row["image"]["path"]) == cls_file.resolve()
+            assert Path(row["image"]["path"]) == brisc_root / "segmentation_task" / split / "images" / row["file_name"]
 
 
 @pytest.mark.parametrize("split, index", [("train", 0), ("train", 2000), ("train", 3932), ("test", 0), ("test", 859)])
@@ -248,9 +218,9 @@ def test_masks_align_with_images(segmentation, brisc_root, split):
         assert not m.all(), row["file_name"]
 
 
-def test_tiny_tree_loads_with_link_text_symlink_or_copied_images(make_brisc_tree):
+def test_tiny_tree_loads_with_copied_or_symlinked_images(make_brisc_tree):
     decoded = {}
-    for how in ("text", "symlink", "copy"):
+    for how in ("symlink", "copy"):
         tree = make_brisc_tree(per_class=1, seg_images=how)
         dsd = brisc2025.load_segmentation(tree.root, include_no_tumor=True, check="full")
         assert {k: len(v) for k, v in dsd.items()} == {"train": 4, "test": 4}
@@ -260,5 +230,5 @@ def test_tiny_tree_loads_with_link_text_symlink_or_copied_images(make_brisc_tree
             for row in dsd[split]:
                 assert row["image"].size == row["mask"].size
     for split in ("train", "test"):
-        for a, b, c in zip(decoded["text", split], decoded["symlink", split], decoded["copy", split]):
-            assert np.array_equal(a, b) and np.array_equal(a, c)
+        for a, b in zip(decoded["symlink", split], decoded["copy", split]):
+            assert np.array_equal(a, b)

@@ -85,14 +85,6 @@ def test_brisc_segmentation_symlink_to_missing_classification_file(make_brisc_tr
     assert "not found" in str(info.value)
 
 
-def test_brisc_segmentation_link_text_to_missing_classification_file(make_brisc_tree):
-    tree = make_brisc_tree(per_class=1, seg_images="text")
-    stem = tree.seg_stems["train"][0]
-    tree.cls_path("train", f"{stem}.jpg").unlink()
-    with raises_naming(tree.seg_image("train", stem)):
-        brisc2025.load_segmentation(tree.root, check="header")
-
-
 def test_figshare_missing_slice(make_figshare_tree):
     tree = make_figshare_tree(n_per_label=1)
     tree.image(2).unlink()
@@ -191,8 +183,11 @@ def test_brisc_garbage_jpg_caught_by_header_check(make_brisc_tree):
         brisc2025.load_classification(tree.root, check="header")
     assert "not a readable image" in str(info.value)
     brisc2025.load_classification(tree.root, check="none")  # 'none' trusts the files
-    with raises_naming(bad):
-        brisc2025.load_segmentation(tree.root, check="header")  # reached through the link text
+    seg_bad = tree.seg_image("train", bad.stem)  # the segmentation image is a file of its own
+    brisc2025.load_segmentation(tree.root, check="header")
+    seg_bad.write_bytes(GARBAGE)
+    with raises_naming(seg_bad):
+        brisc2025.load_segmentation(tree.root, check="header")
 
 
 def test_empty_image_file(make_brisc_tree):

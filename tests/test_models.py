@@ -29,7 +29,8 @@ TEST_IMAGES = sorted((BRISC / "classification_task" / "test" / "glioma").glob("*
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, data_home):
+    """Both model kinds, trained 2 steps on 12 shared-data slices (asking for data_home marks their tests slow)."""
     work = tmp_path_factory.mktemp("tiny")
     return {"segmenter": train_tiny("segmenter", work), "classifier": train_tiny("classifier", work)}
 
@@ -40,13 +41,20 @@ def test_segmenter_folder_is_hub_layout_and_smp_loads_it(tiny):
         assert (shipped / name).is_file(), name
     config = json.loads((shipped / "config.json").read_text())
     assert config["_model_class"] == "Unet" and config["encoder_weights"] is None
-    x = torch.randn(1, 3, 256, 256)
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours = models.load_segmenter(best)[0](x)
         plain = smp.from_pretrained(str(best)).eval()(x)
         half = smp.from_pretrained(str(shipped)).eval().float()(x)
     assert torch.equal(ours, plain)
-    assert torch.allclose(plain, half, atol=0.05)  # fp16 storage rounds weights, nothing more
+    # fp16 storage rounds each weight (by at most 2**-11 of it), nothing more. What that must keep is
+    # the mask, and the logits up to an error small against their own scale: an absolute bound is
+    # not, as the error grows with the logits and differs between CPUs' kernels (AVX2, AVX-512)
+    err, scale = (plain - half).abs().max().item(), plain.abs().max().item()
+    assert err <= 0.02 * scale, f"fp16-stored logits off by {err:.4f}, {err / scale:.2%} of their largest value"
+    a, b = plain > 0, half > 0  # the mask at the 0.5 probability threshold
+    assert (a != b).float().mean().item() < 0.005
+    assert (2 * (a & b).sum() / (a.sum() + b.sum())).item() >= 0.99
 
 
 def test_segmenter_save_load_round_trip_is_exact(tmp_path):
