@@ -258,24 +258,9 @@ def evaluate(model_dir: str | Path, kind: str, dataset: str = DEFAULT_DATASET, r
 
 
 def plot_confusion(report: dict, path: Path, title: str = "BRISC 2025") -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    cm = np.asarray(report["confusion_matrix"])
-    names = report["class_names"]
-    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=120)
-    ax.imshow(cm, cmap="Blues")
-    for (r, c), v in np.ndenumerate(cm):
-        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{title} test: accuracy {report['accuracy'] * 100:.2f}%")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from .visualize import plot_confusion_matrix
+    return plot_confusion_matrix(report["confusion_matrix"], report["class_names"],
+                                 f"{title} test: accuracy {report['accuracy'] * 100:.2f}%", path, dpi=120)
 
 
 def evaluate_model(folder: str | Path, kind: str, root=None, *, runtime: str = "auto",

@@ -1,4 +1,5 @@
-"""Pictures of a prediction: tumor outline over the MRI, the mask, a confidence heatmap."""
+"""Pictures of a prediction (tumor outline over the MRI, the mask, a confidence heatmap) and of a
+classifier's scores (its confusion matrix)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,24 @@ def heatmap(rgb: np.ndarray, probability: np.ndarray, alpha: float = 0.55, cmap:
     gray = rgb.mean(axis=-1, keepdims=True).repeat(3, axis=-1)
     weight = alpha * np.clip(probability, 0, 1)[..., None] ** 0.5
     return np.clip(gray * (1 - weight) + colored * weight, 0, 255).astype(np.uint8)
+
+
+def plot_confusion_matrix(cm, names, title: str, path, dpi: int = 110):
+    """A confusion matrix as a PNG: counts in the cells, true classes down, predicted across."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=dpi)
+    ax.imshow(cm, cmap="Blues")
+    for (r, c), v in np.ndenumerate(cm):
+        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

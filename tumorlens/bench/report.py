@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..visualize import plot_confusion_matrix
 
 
 def _plt():
@@ -18,21 +19,7 @@ def _plt():
 
 # -- plots -----------------------------------------------------------------------------------
 def plot_confusion(cm, names, title: str, path: Path) -> Path:
-    plt = _plt()
-    cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=110)
-    ax.imshow(cm, cmap="Blues")
-    for (r, c), v in np.ndenumerate(cm):
-        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plot_confusion_matrix(cm, names, title, path, dpi=110)
 
 
 def plot_dice_histograms(panels: list[tuple[str, list[float]]], path: Path) -> Path:
