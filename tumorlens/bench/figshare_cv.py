@@ -32,6 +32,7 @@ from ..data.registry import get_dataset
 from ..errors import ConfigError, TumorLensError
 from ..models import EVAL_NAME, TRAINING_INFO_NAME, read_training_info
 from ..paths import runs_dir
+from ..training.cli import command_line
 from ..training.specs import DataSpec, ReleaseSpec
 
 KINDS = ("classifier", "segmenter")
@@ -60,8 +61,7 @@ class Smoke:
     batch_size: int | None = None
 
 
-def _specs(kind: str, data: DataSpec, run_dir: Path, epochs: int, threads: int | None, lr: float | None,
-           init_from: str | None, smoke: Smoke, release: ReleaseSpec):
+def _specs(kind: str, epochs: int, threads: int | None, lr: float | None, init_from: str | None, smoke: Smoke):
     """(setup, schedule) as the recipe's command line would make them, with a fixed schedule: validation
     only picks the best epoch."""
     from ..hardware import default_threads
@@ -84,12 +84,10 @@ def _specs(kind: str, data: DataSpec, run_dir: Path, epochs: int, threads: int |
 
 
 def _train(kind: str, data: DataSpec, setup, schedule, release: ReleaseSpec, run_dir: Path, init_from: str | None):
-    """(TrainResult, the equivalent command line) through the very recipe the command line uses."""
-    from ..training.cli import command_line
+    """Train through the very recipe the command line uses."""
     from ..training.recipes import train_classifier, train_segmenter
     train = train_segmenter if kind == "segmenter" else train_classifier
-    command = command_line(kind, data, setup, schedule, release, run_dir, init_from)
-    return train(data, setup, schedule, release, run_dir, init_from=init_from), command
+    return train(data, setup, schedule, release, run_dir, init_from=init_from)
 
 
 def checked_start(folder: Path) -> dict:
@@ -112,11 +110,10 @@ def train_start(kind: str, *, run_root: Path, epochs: int | None = None, threads
     data = DataSpec(dataset="brisc2025", root=get_dataset("brisc2025").root_in(data_home),
                     exclude_duplicates_of="figshare", limit=smoke.limit)
     release = ReleaseSpec(out=folder, replace=True, evaluate=False)
-    setup, schedule = _specs(kind, data, run_dir, epochs, threads, None, None, smoke, release)
-    from ..training.cli import command_line
+    setup, schedule = _specs(kind, epochs, threads, None, None, smoke)
     command = command_line(kind, data, setup, schedule, release, run_dir)
     if not (folder / TRAINING_INFO_NAME).is_file():
-        result, command = _train(kind, data, setup, schedule, release, run_dir, None)
+        result = _train(kind, data, setup, schedule, release, run_dir, None)
         if result.model is None:
             raise RuntimeError(f"the BRISC start for the {kind}: training stopped before the schedule ended; re-run to resume")
     info = checked_start(folder)
@@ -144,9 +141,10 @@ def run_fold(kind: str, fold: int, *, run_root: Path, out_dir: Path = RESULTS_DI
     data = DataSpec(dataset="figshare", root=get_dataset("figshare").root_in(data_home), fold=fold,
                     limit=smoke.limit)
     release = ReleaseSpec()  # a fold model stays in its run directory: a measurement, not a release
-    setup, schedule = _specs(kind, data, run_dir, epochs, threads, lr, init_from, smoke, release)
+    setup, schedule = _specs(kind, epochs, threads, lr, init_from, smoke)
+    command = command_line(kind, data, setup, schedule, release, run_dir, init_from)
     t0 = time.time()
-    result, command = _train(kind, data, setup, schedule, release, run_dir, init_from)
+    result = _train(kind, data, setup, schedule, release, run_dir, init_from)
     model = result.model
     if model is None:
         raise RuntimeError(f"fold {fold} {kind}: training stopped before the schedule ended; re-run to resume")
