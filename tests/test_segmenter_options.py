@@ -181,3 +181,21 @@ def test_ablation_report_lists_scored_and_pending_arms(tmp_path):
     assert "0.8100 (+0.0100)" in md and "| joint-type-head | joint | - |" in md and "not run yet" in md
     assert json.loads((tmp_path / "ablation.json").read_text())["arms"][1]["arm"] == "decoder-scse"
     assert (tmp_path / "ablation_curves.png").stat().st_size > 1000
+
+
+def test_ablation_keeps_recorded_scores_when_the_run_folders_are_gone(tmp_path):
+    """A new machine has no run folders; the committed report's scores stay, and a rerun arm replaces them."""
+    import json
+    from tumorlens.bench import ablation
+    recorded = tmp_path / "benchmarks"
+    recorded.mkdir()
+    (recorded / "ablation.json").write_text(json.dumps({"arms": [
+        {"arm": "baseline", "val_dice_tumor": 0.8349}, {"arm": "decoder-scse", "val_dice_tumor": 0.84}]}))
+    runs = tmp_path / "runs"
+    (runs / "decoder-scse" / "state").mkdir(parents=True)  # scse is being retrained here
+    (runs / "decoder-scse" / "state" / "trainer_state.json").write_text(json.dumps({"epoch": 3, "step_in_epoch": 7}))
+    rows = {r["arm"]: r for r in ablation.collect(runs, recorded)}
+    assert rows["baseline"]["val_dice_tumor"] == 0.8349
+    assert rows["decoder-scse"]["status"] == "training: epoch 3/8, step 7"
+    assert rows["encoder-lite2"]["status"] == "not run yet"
+    assert all("val_dice_tumor" not in r for r in ablation.collect(runs))  # nothing recorded, nothing kept

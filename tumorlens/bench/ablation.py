@@ -151,13 +151,20 @@ def measure_speed(runs: int = 30) -> dict:
             "measured": time.strftime("%Y-%m-%d")}
 
 
-def collect(run_root: Path) -> list[dict]:
+def collect(run_root: Path, recorded: Path | None = None) -> list[dict]:
+    """One row per arm: its score.json in run_root, else the score already in the report `recorded`
+    (run folders do not outlive the machine; the committed report does), else its training status."""
+    kept = {s["arm"]: s for s in _read_report(recorded).get("arms", []) if "val_dice_tumor" in s} if recorded else {}
     scores = []
     for a in ARMS:
         path = run_root / a.name / "score.json"
-        scores.append(json.loads(path.read_text()) if path.is_file()
-                      else {"arm": a.name, "factor": a.factor, "change": a.change, "command": rerun_command(a),
-                            "status": _status(run_root / a.name)})
+        if path.is_file():
+            scores.append(json.loads(path.read_text()))
+        elif a.name in kept and trainer_state(run_root / a.name) is None:
+            scores.append(kept[a.name])
+        else:
+            scores.append({"arm": a.name, "factor": a.factor, "change": a.change, "command": rerun_command(a),
+                           "status": _status(run_root / a.name)})
     return scores
 
 
@@ -225,12 +232,16 @@ def run(arms: list[str], run_root: Path, out: Path, threads: int = 2) -> None:
             if not (state and state.get("done")):
                 train_arm(a, run_root, threads)
             score_arm(a, run_root)
-        write_report(collect(run_root), _read_speed(out), out)
+        write_report(collect(run_root, out), _read_speed(out), out)
+
+
+def _read_report(out: Path) -> dict:
+    path = out / "ablation.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _read_speed(out: Path) -> dict | None:
-    path = out / "ablation.json"
-    return json.loads(path.read_text()).get("speed") if path.is_file() else None
+    return _read_report(out).get("speed")
 
 
 def main(argv=None) -> int:
@@ -249,11 +260,11 @@ def main(argv=None) -> int:
     elif args.command == "score":
         for name in args.arms:
             print(json.dumps({k: v for k, v in score_arm(arm(name), run_root).items() if k != "curve"}))
-        write_report(collect(run_root), _read_speed(args.out), args.out)
+        write_report(collect(run_root, args.out), _read_speed(args.out), args.out)
     elif args.command == "speed":
-        write_report(collect(run_root), measure_speed(), args.out)
+        write_report(collect(run_root, args.out), measure_speed(), args.out)
     else:
-        write_report(collect(run_root), _read_speed(args.out), args.out)
+        write_report(collect(run_root, args.out), _read_speed(args.out), args.out)
     print(f"wrote {args.out / 'ablation.md'}")
     return 0
 
