@@ -25,8 +25,8 @@ from .data import TUMOR_CLASSES
 from .data.registry import DatasetRecord, dataset_names, get_dataset
 from .errors import ConfigError, DataError, TumorLensError
 from .inference import Classifier, Segmenter
-from .metrics import (HEALTHY_MASK_MIN_PX, classification_report, dice, dice_per_patient, iou, pixel_accuracy,
-                      summarize_segmentation)
+from .metrics import (HEALTHY_MASK_MIN_PX, classification_report, dice, dice_definitions, dice_per_patient, iou,
+                      pixel_accuracy, size_groups, summarize_segmentation)
 from .models import EVAL_NAME, read_training_info
 from .preprocess import decode_image, decode_mask
 from .hardware import hardware_summary
@@ -101,11 +101,11 @@ def _mean(values, how=np.mean) -> float | None:
 def _healthy(record: DatasetRecord, seg: Segmenter, root, records: list[dict], limit: int | None,
              batch_size: int = 16) -> dict | None:
     """How often the segmenter masks a healthy slice: the test split's no_tumor class, or its slices with
-    an empty mask (as the record says)."""
+    an empty mask (as the record says). `pred_px`: the predicted area on each healthy slice."""
     if record.healthy is None:
         return None
     if record.healthy == "empty_masks":
-        masked = [r["pred_px"] >= HEALTHY_MASK_MIN_PX for r in records if not r["tumor"]]
+        areas = [r["pred_px"] for r in records if not r["tumor"]]
     else:
         cls_test = record.test_rows(root, "classification", None)
         paths = [r["path"] for r, lab in zip(cls_test.cast_column("image", datasets.Image(decode=False))["image"],
@@ -115,9 +115,10 @@ def _healthy(record: DatasetRecord, seg: Segmenter, root, records: list[dict], l
         for i in tqdm(range(0, len(paths), batch_size), desc=f"{record.short} test ({record.healthy})", unit="batch"):
             images = [decode_image(p) for p in paths[i:i + batch_size]]
             areas += [int(seg.from_probability(p).mask.sum()) for p in seg.probabilities(images)]
-        masked = list(np.asarray(areas) >= HEALTHY_MASK_MIN_PX)
+    masked = [a >= HEALTHY_MASK_MIN_PX for a in areas]
     return {"dataset": record.healthy_text.format(split="test"), "n": len(masked), "min_mask_px": HEALTHY_MASK_MIN_PX,
-            "masked": int(sum(masked)), "masked_rate": float(np.mean(masked)) if masked else None}
+            "masked": int(sum(masked)), "masked_rate": float(np.mean(masked)) if masked else None,
+            "pred_px": areas}
 
 
 def score_segmenter(record: DatasetRecord, model_dir, root, fold, *, runtime: str, limit: int | None) -> dict:
@@ -127,7 +128,7 @@ def score_segmenter(record: DatasetRecord, model_dir, root, fold, *, runtime: st
     rows = _rows(record, root, "segmentation", fold, limit)
     per_patient, empty_masks = record.scoring == "per_patient", record.healthy == "empty_masks"
     columns = {c: rows[c] for c in record.per_image_columns}
-    records, slices = [], []
+    records, slices, overlaps = [], [], []
     desc = f"{record.short} fold {fold}" if record.folds else f"{record.short} test"
     for i, name, pred, truth in _segment_rows(seg, rows, desc):
         rec = {"file_name": name, **{c: _column_value(rows, c, v[i]) for c, v in columns.items()}}
@@ -136,9 +137,13 @@ def score_segmenter(record: DatasetRecord, model_dir, root, fold, *, runtime: st
             slices.append((rec["patient_id"], inter, sp, st))
         rec.update({"tumor": st > 0} if empty_masks else {})
         rec.update({"dice": dice(pred, truth), "iou": iou(pred, truth), "pixel_accuracy": pixel_accuracy(pred, truth)})
-        rec.update({"pred_px": sp} if empty_masks else {})
+        rec.update({"pred_px": sp, "true_px": st})
         records.append(rec)
+        overlaps.append(inter)
     tumor = [r for r in records if r["tumor"]] if empty_masks else records
+    sizes, size_rule = size_groups([r["true_px"] for r in tumor])
+    for r, size in zip(tumor, sizes):
+        r["size"] = size
     out = {}
     if per_patient:
         pp_scores = dice_per_patient(slices)
@@ -155,9 +160,13 @@ def score_segmenter(record: DatasetRecord, model_dir, root, fold, *, runtime: st
     if record.by_groups:
         summary = summarize_segmentation(records, record.by_groups)
         out.update({f"by_{g}": summary[f"by_{g}"] for g in record.by_groups})
+    out["by_size"] = {**summarize_segmentation(tumor, ("size",))["by_size"], "groups": size_rule}
     healthy = _healthy(record, seg, root, records, limit)
     if healthy is not None:
+        healthy_px = healthy.pop("pred_px")
         out["healthy"] = healthy
+    counts = [(o, r["pred_px"], r["true_px"]) for o, r in zip(overlaps, records) if not empty_masks or r["tumor"]]
+    out["dice_definitions"] = dice_definitions(counts, healthy_px if healthy is not None else [])
     dice_of = lambda keep: summarize_segmentation([r for r, k in zip(records, keep) if k], ())["dice"]  # noqa: E731
     return {"metrics": out, "names": [r["file_name"] for r in records],
             "subset": lambda keep: {"n": int(keep.sum()), "dice": dice_of(keep)},

@@ -32,17 +32,23 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+# the Dice definitions beside the headline (tumorlens.metrics.DICE_DEFINITIONS), as model-index names
+DEFINITION_NAMES = {"all_slices_mean": "Mean Dice over all slices (healthy ones included)",
+                    "pooled": "Pooled Dice over all pixels"}
+
+
 def card_data(kind: str, ev: dict, model_name: str) -> ModelCardData:
     dataset = ev.get("dataset_id", "brisc2025") if ev else "brisc2025"
     record = get_dataset(dataset)  # its title, card split and the licence of weights trained on it
     if not ev:
         metrics = ()
-    elif kind == "segmenter" and record.scoring == "per_patient":
-        metrics = (("dice", ev["dice_per_patient_mean"], "Mean Dice per patient"),
-                   ("dice", ev["dice_mean"], "Mean Dice per tumor slice"), ("iou", ev["miou"], "mIoU"))
     elif kind == "segmenter":
-        metrics = (("dice", ev["dice_mean"], "Mean Dice"), ("iou", ev["miou"], "mIoU"),
-                   ("accuracy", ev["pixel_accuracy"], "Pixel accuracy"))
+        metrics = ((("dice", ev["dice_per_patient_mean"], "Mean Dice per patient"),) if record.scoring == "per_patient" else ())
+        metrics += (("dice", ev["dice_mean"], "Mean Dice per tumor slice"),)
+        metrics += tuple(("dice", d["value"], DEFINITION_NAMES[name])
+                         for name, d in (ev.get("dice_definitions") or {}).items() if name in DEFINITION_NAMES)
+        metrics += (("iou", ev["miou"], "mIoU"),)
+        metrics += (("accuracy", ev["pixel_accuracy"], "Pixel accuracy"),) if record.scoring != "per_patient" else ()
     else:
         metrics = (("accuracy", ev["accuracy"], "Accuracy"), ("f1", ev["macro_f1"], "Macro F1"))
     results = [EvalResult(task_type=f"image-{'segmentation' if kind == 'segmenter' else 'classification'}",

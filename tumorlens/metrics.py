@@ -35,6 +35,42 @@ def dice_per_patient(slices: Iterable[tuple[str, int, int, int]]) -> dict[str, f
     return {pid: volume_dice(c) for pid, c in counts.items()}
 
 
+DICE_DEFINITIONS = {  # name in eval.json -> what it averages; the first is the headline
+    "per_tumor_slice_mean": "mean of per-slice Dice over the slices with a tumor (the seeds' and papers' number)",
+    "all_slices_mean": "mean of per-slice Dice over every scored slice; a healthy slice scores 1 when nothing "
+                       "is predicted on it, else 0",
+    "pooled": "one Dice over all pixels of all scored slices: 2 x summed overlap / (summed predicted + summed true)",
+}
+
+
+def dice_definitions(tumor: Sequence[tuple[int, int, int]], healthy_pred_px: Sequence[int]) -> dict:
+    """The three Dice definitions of DICE_DEFINITIONS, from (overlap, predicted px, true px) of each
+    tumor slice and the predicted area of each healthy (empty-truth) slice."""
+    tumor_dice = [1.0 if p + t == 0 else 2.0 * i / (p + t) for i, p, t in tumor]
+    healthy_dice = [1.0 if p == 0 else 0.0 for p in healthy_pred_px]
+    counts = list(tumor) + [(0, int(p), 0) for p in healthy_pred_px]
+    values = {"per_tumor_slice_mean": (tumor_dice, len(tumor_dice)),
+              "all_slices_mean": (tumor_dice + healthy_dice, len(counts)),
+              "pooled": (None, len(counts))}
+    out = {}
+    for name, (scores, n) in values.items():
+        value = volume_dice(counts) if scores is None else (float(np.mean(scores)) if scores else None)
+        out[name] = {"value": value, "n_slices": n, "definition": DICE_DEFINITIONS[name]}
+    return out
+
+
+def size_groups(areas: Sequence[int]) -> tuple[list[str], dict]:
+    """Each tumor's size group by the tertiles of `areas` (true tumor px): small / medium / large, and
+    the cut-offs used (px at native resolution)."""
+    a = np.asarray(areas, dtype=np.float64)
+    if a.size == 0:
+        return [], {}
+    low, high = (float(v) for v in np.quantile(a, [1 / 3, 2 / 3]))
+    names = ["small" if x <= low else "medium" if x <= high else "large" for x in a]
+    return names, {"small": f"<= {low:.0f} px", "medium": f"{low:.0f}-{high:.0f} px", "large": f"> {high:.0f} px",
+                   "rule": "tertiles of the true tumor area over the scored tumor slices"}
+
+
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     p, t = np.asarray(pred, bool), np.asarray(truth, bool)
     union = int(np.logical_or(p, t).sum())

@@ -198,6 +198,7 @@ def write_markdown(results: dict, path: Path) -> Path:
             for sd in seeds["brisc_segmentation"]:
                 L.append(f"| {sd['system']} | {_f(sd.get('dice'))} | | | | "
                          f"{_f(sd.get('healthy_masked_rate'), pct=True) if sd.get('healthy_masked_rate') else ''} |")
+            L += _dice_definition_lines(s)
         c = b.get("classification")
         if c:
             d = c.get("deduplicated") or {}
@@ -254,6 +255,7 @@ def write_markdown(results: dict, path: Path) -> Path:
         for sd in seeds["lgg_segmentation"]:
             published = sd.get("dice_per_patient", sd.get("dice"))
             L.append(f"| {sd['system']} | {_f(sd.get('dice_per_patient'))} | | | | {_f(published)} ({sd['source']}) |")
+        L += _dice_definition_lines(g)
     elif g.get("missing"):
         L += ["", "## LGG", "", g["missing"]]
     sp = results.get("speed")
@@ -275,3 +277,21 @@ def write_markdown(results: dict, path: Path) -> Path:
         L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in results["plots"]]
     path.write_text("\n".join(L) + "\n")
     return path
+
+
+def _dice_definition_lines(s: dict) -> list[str]:
+    """The three Dice definitions and Dice by tumor size of one segmentation result (eval.json keys)."""
+    lines = []
+    defs = s.get("dice_definitions")
+    if defs:
+        lines += ["", "Dice definitions (TumorLens; the seeds report the first): "
+                  + "; ".join(f"{name.replace('_', ' ')} {_f(d['value'])} (n={d['n_slices']})" for name, d in defs.items())
+                  + ". Per tumor slice is the mean over slices with a tumor; all slices adds each healthy slice as 1 "
+                    "when left empty, else 0; pooled is one Dice over every pixel."]
+    size = s.get("by_size")
+    if size and size.get("groups"):
+        lines += ["", "Mean Dice by tumor size (tertiles of the true area): " + ", ".join(
+            f"{k} ({size['groups'][k]}) {_f(size[k]['dice']['mean'])} (n={size[k]['n']})"
+            for k in ("small", "medium", "large") if k in size) + "."]
+    return lines
+
