@@ -9,11 +9,13 @@ from pathlib import Path
 
 import datasets
 
-from ..errors import DataError
-from .cards import dataset_card
+from ..errors import ConfigError, DataError
+from .cards import dataset_card, push_dataset_card
+from .export import write_parquet
 from .registry import dataset_names, get_dataset
 
 BRISC_TASKS = ("classification", "segmentation", "segmentation+no_tumor")
+FORMATS = ("disk", "parquet")
 
 
 def load_named(name: str, root: str | None, task: str | None, check: str) -> datasets.DatasetDict:
@@ -25,19 +27,22 @@ def load_named(name: str, root: str | None, task: str | None, check: str) -> dat
 
 def build(name: str, root: str | None, out: Path, *, task: str | None = None, fmt: str = "disk",
           check: str = "full", push_to_hub: str | None = None, private: bool = False) -> datasets.DatasetDict:
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     datasets.enable_progress_bars()
     dsd = load_named(name, root, task, check)
     out.mkdir(parents=True, exist_ok=True)
+    # both formats carry the image bytes, so the output stands alone once the source folder moves
     if fmt == "disk":
-        dsd.save_to_disk(str(out))
+        dsd.save_to_disk(str(out))  # embeds local files itself
     else:
         for split, ds in dsd.items():
-            ds.to_parquet(str(out / f"{split}.parquet"))
+            write_parquet(ds, out / f"{split}.parquet")
     card = dataset_card(name, dsd, task)
     card.save(str(out / "README.md"))
     if push_to_hub:
-        dsd.push_to_hub(push_to_hub, private=private)
-        card.push_to_hub(push_to_hub)
+        dsd.push_to_hub(push_to_hub, private=private)  # writes README.md's configs:/dataset_info:
+        push_dataset_card(card, push_to_hub)  # merged into that README, not over it
     return dsd
 
 
@@ -50,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "else ../shared/data/<name>)")
     b.add_argument("--out", required=True, type=Path, help="output folder")
     b.add_argument("--task", choices=BRISC_TASKS, help="BRISC 2025 only (default classification)")
-    b.add_argument("--format", choices=("disk", "parquet"), default="disk",
-                   help="save_to_disk (default) or one Parquet file per split")
+    b.add_argument("--format", choices=FORMATS, default="disk",
+                   help="save_to_disk (default) or one Parquet file per split; both embed the image bytes")
     b.add_argument("--check", choices=("none", "header", "full"), default="full",
                    help="how hard to check each image before writing (default: decode every pixel)")
     b.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset and its card to this Hub repo")

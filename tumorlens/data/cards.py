@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datasets
 from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub.errors import RemoteEntryNotFoundError
 
 from .registry import get_dataset
 
@@ -38,3 +39,27 @@ Re-packaged by `python -m tumorlens.data build {name}` from the original release
 Research use only; not for clinical decisions.
 """
     return DatasetCard(content)
+
+
+def merge_card(existing: DatasetCard, card: DatasetCard) -> DatasetCard:
+    """`existing` (the Hub's README) with `card`'s metadata and text laid over it. Keys `card` does
+    not set stay as they are: `configs:` and `dataset_info:` (written by `push_to_hub`, which the Hub
+    reads the splits and features from) and anything the owner added; list keys (tags, ...) are unioned."""
+    merged = DatasetCard(existing.content)  # a copy: `existing` is left untouched
+    for key, value in card.data.to_dict().items():
+        old = merged.data.get(key)
+        if isinstance(value, list) and isinstance(old, list):
+            value = old + [v for v in value if v not in old]
+        merged.data[key] = value
+    merged.text = card.text
+    return merged
+
+
+def push_dataset_card(card: DatasetCard, repo_id: str, *, token: str | None = None) -> DatasetCard:
+    """Push `card` to `repo_id` merged into the README already there (see merge_card), never over it."""
+    try:
+        merged = merge_card(DatasetCard.load(repo_id, repo_type="dataset", token=token), card)
+    except RemoteEntryNotFoundError:  # no README yet (only when the dataset was not pushed first)
+        merged = card
+    merged.push_to_hub(repo_id, token=token, repo_type="dataset")
+    return merged
