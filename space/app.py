@@ -13,13 +13,23 @@ import os
 from pathlib import Path
 
 from tumorlens.app import build_demo, launch_options
+from tumorlens.data.lgg import NAME as LGG_DATASET
 from tumorlens.errors import TumorLensError
 from tumorlens.examples import example_paths, lgg_example_paths
 from tumorlens.inference import Pipeline
-from tumorlens.registry import DEFAULT_SEGMENTER, SEGMENTERS, resolve_model, segmenter_name
+from tumorlens.model_record import read_record
+from tumorlens.registry import DEFAULT_SEGMENTER, available_segmenters, resolve_model, segmenter_name
 from tumorlens.space_bundle import space_settings
 
 log = logging.getLogger("tumorlens.space")
+
+
+def lgg_trained(location: str) -> bool:
+    """Whether the segmenter at `location` says (in its metadata.json) it was trained on LGG slices."""
+    try:
+        return read_record(resolve_model(location)).trained_on == LGG_DATASET
+    except (TumorLensError, ValueError, OSError):
+        return False
 
 
 def main(argv=None):
@@ -27,7 +37,8 @@ def main(argv=None):
     settings = space_settings(Path(__file__).resolve().parent)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seg-model", default=settings["seg_model"],
-                   help=f"the default segmenter: a name ({', '.join(SEGMENTERS)}), a folder or a Hub repo id")
+                   help=f"the default segmenter: a name ({', '.join(available_segmenters()) or 'none here'}), "
+                        "a folder or a Hub repo id")
     p.add_argument("--cls-model", default=settings["cls_model"], help="classifier folder or Hub repo id")
     p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default=os.environ.get("TUMORLENS_RUNTIME", "auto"))
     p.add_argument("--examples-dataset", default=settings["examples_dataset"], help="Hub dataset id for the examples")
@@ -35,7 +46,7 @@ def main(argv=None):
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = p.parse_args(argv)
-    # the menu's default: --seg-model, under its registry name (brisc2025 unless it names another)
+    # the menu's default: --seg-model, under its own name (brisc2025 unless it names another)
     default = segmenter_name(args.seg_model) or DEFAULT_SEGMENTER
     segmenters, pipeline = {**settings["segmenters"], default: args.seg_model}, None
     if args.seg_model or args.cls_model:
@@ -44,10 +55,11 @@ def main(argv=None):
             pipeline = Pipeline.from_pretrained(seg, args.cls_model, runtime=args.runtime)
         except TumorLensError as exc:
             log.error("cannot load the models (%s); the app starts without them", exc)
-    examples = [(path, "brisc2025") for path in example_paths(args.data_root, None if args.data_root
-                                                              else args.examples_dataset)]
-    if "lgg" in segmenters:
-        examples += [(path, "lgg") for path in lgg_example_paths()]
+    examples = [(path, DEFAULT_SEGMENTER) for path in example_paths(args.data_root, None if args.data_root
+                                                                    else args.examples_dataset)]
+    lgg_models = [name for name, location in segmenters.items() if location and lgg_trained(location)]
+    if lgg_models:  # LGG slices go to the first segmenter whose record says it was trained on LGG
+        examples += [(path, lgg_models[0]) for path in lgg_example_paths()]
     build_demo(pipeline, examples, segmenters=segmenters, default_segmenter=default, runtime=args.runtime).launch(
         server_name=args.host, server_port=args.port, **launch_options())
 

@@ -9,7 +9,8 @@ See tumorlens/space_bundle.py for what goes in."""
 import argparse
 import sys
 
-from tumorlens.registry import SEGMENTERS
+from tumorlens.data.lgg import NAME as LGG  # the LGG segmenter's name: its release names it after its dataset
+from tumorlens.registry import LGG_SEGMENTER, hub_repo
 from tumorlens.space_bundle import build_space, extra_segmenters_shipped
 
 
@@ -20,7 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("--cls-model", default=None, help="classifier Hub repo id (default: the published one)")
     p.add_argument("--lgg-model", default=None,
                    help=f"LGG segmenter Hub repo id (a folder with --include-weights), or 'none' to leave it out "
-                        f"(default: {SEGMENTERS['lgg'].hub_repo} when models/{SEGMENTERS['lgg'].folder} is shipped)")
+                        f"(default: {hub_repo(LGG_SEGMENTER)} when models/{LGG_SEGMENTER} is shipped)")
     p.add_argument("--examples-dataset", default=None, help="Hub dataset id the Space reads its examples from")
     p.add_argument("--include-weights", action="store_true",
                    help="copy the model folders (--seg-model/--cls-model folders, else models/) into the Space")
@@ -28,9 +29,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     segmenters = extra_segmenters_shipped()
     if args.lgg_model and args.lgg_model.lower() == "none":
-        segmenters.pop("lgg", None)
+        segmenters.pop(LGG, None)
     elif args.lgg_model:
-        segmenters["lgg"] = args.lgg_model
+        segmenters[LGG] = args.lgg_model
     try:
         out = build_space(args.out, seg_model=args.seg_model, cls_model=args.cls_model, segmenters=segmenters,
                           examples_dataset=args.examples_dataset, include_weights=args.include_weights,

@@ -30,7 +30,7 @@ from tumorlens.app import QUEUE_SIZE, Request, analyze_for_ui, build_demo, launc
 from tumorlens.data import TUMOR_CLASSES
 from tumorlens.examples import example_label, example_paths, pick_example_files
 from tumorlens.inference import Pipeline
-from tumorlens.registry import SEGMENTERS, available_segmenters
+from tumorlens.registry import LGG_SEGMENTER, available_segmenters, hub_repo
 from tumorlens.medical_io import MAX_UPLOAD_BYTES, read_scan
 from tumorlens.preprocess import decode_image, decode_mask
 from tumorlens.scan_analysis import analyze_scan
@@ -399,7 +399,7 @@ def test_build_space_references_models_and_holds_no_data(tmp_path):
     assert not list(out.rglob("__pycache__"))
     config = json.loads((out / SPACE_CONFIG_NAME).read_text())
     # the LGG segmenter joins by its Hub repo id once it is shipped under models/
-    lgg_repos = [SEGMENTERS["lgg"].hub_repo] if "lgg" in available_segmenters() else []
+    lgg_repos = [hub_repo(LGG_SEGMENTER)] if "lgg" in available_segmenters() else []
     assert config == {"seg_model": DEFAULT_HUB_MODELS["segmenter"], "cls_model": DEFAULT_HUB_MODELS["classifier"],
                       "examples_dataset": "someone/brisc2025",
                       **({"segmenters": {"lgg": lgg_repos[0]}} if lgg_repos else {})}

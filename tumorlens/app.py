@@ -3,15 +3,16 @@ confidence heatmap, tumor type, a verdict and the tumor's size.
 
 `build_demo(pipeline, examples)` takes a loaded Pipeline (or None: the app then says there is no
 model yet) and a list of example files (`tumorlens.examples.example_paths()`; `(file, model name)`
-pairs pick a model too, as `lgg_example_paths()` do). With more than one segmenter of the registry available
-(`available_segmenters()`, or `segmenters=`), the page offers a "Segmentation model" menu: the
-given pipeline serves the default one, the others load on first use. Two named endpoints:
+pairs pick a model too, as `lgg_example_paths()` do). With more than one segmenter available (each
+segmenter folder under models/, `available_segmenters()`, or `segmenters=`), the page offers a
+"Segmentation model" menu: the given pipeline serves the default one, the others load on first
+use; each model's record (its folder's metadata.json) gives its label. Two named endpoints:
 
 - `/analyze` (file, threshold, spacing, slice_index=-1, whole_volume=False, model=None) -> overlay,
   mask, heatmap, class probabilities, verdict (Markdown), size (text). `slice_index` -1 = the middle
   slice; `whole_volume` segments every slice of a volume and reports the tumor volume in cm³;
-  `model` a registry name (brisc2025, lgg; None = the default). Tumor types come only with the
-  BRISC model: the classifier was trained on its T1c slices.
+  `model` a model name (brisc2025, lgg; None = the default). Tumor types come only with models
+  whose record says the classifier, trained on BRISC 2025 T1c slices, fits their inputs.
 - `/inspect` (file) -> what the file is (slices, spacing); in the page it also shows the slice
   slider and fills in the pixel spacing from a DICOM/NIfTI header.
 
@@ -32,10 +33,11 @@ from typing import Callable
 
 import gradio as gr
 
-from .errors import DataError
+from .errors import DataError, TumorLensError
 from .examples import example_label
 from .inference import Pipeline, Segmenter
-from .registry import DEFAULT_SEGMENTER, SEGMENTERS, UnknownModelError, available_segmenters, resolve_model
+from .model_record import ModelRecord, read_record, renamed, unknown_record
+from .registry import DEFAULT_SEGMENTER, UnknownModelError, available_segmenters, resolve_model
 from .medical_io import MAX_UPLOAD_BYTES, SCAN_SUFFIXES, Scan
 from .scan_analysis import analyze_scan, load_scan, model_threshold, report
 from .visualize import heatmap, mask_image, overlay_outline
@@ -61,7 +63,7 @@ class Request:
     spacing: float | None = None        # mm per pixel; None or 0: the header's, if any
     slice_index: int | None = -1        # -1: the middle slice
     whole_volume: bool = False
-    model: str | None = None            # a registry name; None: the page's default
+    model: str | None = None            # a model name of the page's menu; None: the page's default
 
 
 @dataclass(frozen=True)
@@ -139,24 +141,40 @@ def analyze_for_ui(pipeline: Pipeline | None, request: Request, progress=None):
 
 
 class SegmenterBank:
-    """The segmentation models the page offers, by registry name. The default one's pipeline comes
-    ready; the others load on first use and stay, so start-up stays fast. Each loads once under its
-    own lock (the queue runs requests on several threads). The classifier serves only the models
-    whose inputs it was trained for (SEGMENTERS[name].tumor_types)."""
+    """The segmentation models the page offers, by name (the keys of `locations`, plus `default`).
+    Each model's record (its folder's metadata.json, tumorlens.model_record) gives its menu label,
+    how notes name it and whether the tumor-type classifier applies to its inputs. The default one's
+    pipeline comes ready; the others load on first use and stay, so start-up stays fast. Each loads
+    once under its own lock (the queue runs requests on several threads)."""
 
     def __init__(self, pipeline: Pipeline | None, locations: dict[str, str] | None = None, *,
                  default: str = DEFAULT_SEGMENTER,
                  load_segmenter: Callable[[str], Segmenter] = Segmenter.from_pretrained):
-        locations = dict(locations or {})
-        unknown = sorted((set(locations) | {default}) - set(SEGMENTERS))
-        if unknown:
-            raise UnknownModelError(f"unknown segmenter {unknown[0]!r}: the registry has {', '.join(SEGMENTERS)}")
-        self.default, self.locations, self._load = default, locations, load_segmenter
+        self.default, self.locations, self._load = default, dict(locations or {}), load_segmenter
         # without a ready pipeline the app has no model at all: offer nothing else either
-        self.names = [n for n in SEGMENTERS if n == default or (pipeline is not None and n in locations)]
+        others = [n for n in self.locations if n != default] if pipeline is not None else []
+        self.names = [default, *others]
+        self.records = {name: self._read_record(name, pipeline) for name in self.names}
         self.classifier = pipeline.classifier if pipeline is not None else None
         self._pipelines: dict[str, Pipeline | None] = {default: self._fit(default, pipeline)}
         self._locks = {name: threading.Lock() for name in self.names}
+
+    def _read_record(self, name: str, pipeline: Pipeline | None) -> ModelRecord:
+        """The ready segmenter's own record for the default, else the one its location's folder or
+        Hub repo states (a few small JSON files); a model that states nothing gets the fallback."""
+        ready = pipeline.segmenter if pipeline is not None and name == self.default else None
+        if getattr(ready, "record", None) is not None:
+            return renamed(ready.record, name)
+        location = self.locations.get(name) or available_segmenters().get(name)
+        if location is not None:
+            try:
+                return renamed(read_record(resolve_model(location)), name)
+            except (TumorLensError, ValueError, OSError) as exc:  # unreadable: the model may still load
+                log.warning("the %s segmenter's record cannot be read (%s); its inputs count as unknown", name, exc)
+        if name == self.default and pipeline is not None and pipeline.segmenter is None:
+            # a classifier alone: it runs on what the user chose to give it
+            return replace(unknown_record(name), tumor_types=pipeline.classifier is not None)
+        return unknown_record(name)
 
     def _fit(self, name: str, pipeline: Pipeline | None) -> Pipeline | None:
         """`pipeline` without the classifier where the model's inputs are not what it was trained on."""
@@ -164,13 +182,26 @@ class SegmenterBank:
             return pipeline
         return Pipeline(pipeline.segmenter, None)
 
+    def record(self, name: str | None = None) -> ModelRecord:
+        """The record of model `name` (None: the default)."""
+        name = name or self.default
+        if name not in self.records:
+            raise UnknownModelError(f"unknown segmentation model {name!r}: choose one of {', '.join(self.names)}")
+        return self.records[name]
+
     @property
     def choices(self) -> list[tuple[str, str]]:
-        """(label, name) pairs for the model menu."""
-        return [(SEGMENTERS[name].label, name) for name in self.names]
+        """(label, name) pairs for the model menu; a label an earlier model has (a copied folder) says
+        which model it is."""
+        pairs, seen = [], set()
+        for name in self.names:
+            title = self.records[name].title
+            pairs.append((f"{title} ({name})" if title in seen else title, name))
+            seen.add(title)
+        return pairs
 
     def tumor_types(self, name: str | None) -> bool:
-        return SEGMENTERS[name or self.default].tumor_types
+        return self.record(name).tumor_types
 
     def get(self, name: str | None = None) -> Pipeline | None:
         """The pipeline for `name` (None: the default), loading it on first use."""
@@ -194,7 +225,7 @@ def pipeline_for_ui(bank: SegmenterBank, name: str | None) -> Pipeline | None:
         raise _error(f"{exc}.") from exc
     except Exception as exc:  # noqa: BLE001 - a missing or broken model must not stop the app
         log.error("cannot load the %s segmenter: %s: %s", name, exc.__class__.__name__, exc)
-        raise _error(f"Cannot load the {SEGMENTERS[name].short} model ({exc.__class__.__name__}: {exc}); "
+        raise _error(f"Cannot load the {bank.record(name).short} model ({exc.__class__.__name__}: {exc}); "
                      "the other models still work.") from exc
 
 
@@ -247,13 +278,13 @@ def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
                segmenters: dict[str, str] | None = None, default_segmenter: str = DEFAULT_SEGMENTER,
                runtime: str = "auto", load_segmenter: Callable[[str], Segmenter] | None = None,
                concurrency: int | None = None, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
-    """`pipeline` serves `default_segmenter`; `segmenters` (registry name -> folder or Hub repo id;
+    """`pipeline` serves `default_segmenter`; `segmenters` (name -> folder or Hub repo id;
     default: the shipped ones, `available_segmenters()`) adds the others to the model menu, loaded
     on first use with `load_segmenter` (default: `Segmenter.from_pretrained(..., runtime=runtime)`).
     `examples`: paths (for the default model) or (path, model name) pairs."""
     limit = concurrency or concurrency_limit()
     if load_segmenter is None:
-        def load_segmenter(location):  # a folder, a Hub repo id or a registry name
+        def load_segmenter(location):  # a folder, a Hub repo id or an available segmenter's name
             return Segmenter.from_pretrained(resolve_model(location), runtime=runtime)
     bank = SegmenterBank(pipeline, available_segmenters() if segmenters is None else segmenters,
                          default=default_segmenter, load_segmenter=load_segmenter)
@@ -299,10 +330,11 @@ def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
                                           "DICOM and NIfTI fill it from their header)")
                 run = gr.Button("Analyze", variant="primary", elem_id="analyze")
                 if example_rows:
-                    sources = dict.fromkeys(SEGMENTERS[m].short for _, m in example_rows)
+                    sources = dict.fromkeys(bank.record(m).short for _, m in example_rows)
                     gr.Examples(examples=[list(row) for row in example_rows], inputs=[file, model],
                                 visible_columns=[0], cache_examples=False,
-                                example_labels=[example_label(p, m) for p, m in example_rows],
+                                example_labels=[example_label(p, m, short=bank.record(m).short)
+                                                for p, m in example_rows],
                                 label=f"Examples ({' and '.join(sources)} test set{'s' if len(sources) > 1 else ''})")
             with gr.Column():
                 verdict = gr.Markdown(elem_id="verdict")

@@ -20,12 +20,12 @@ from huggingface_hub import HfApi, hf_hub_download
 
 from .data import TUMOR_CLASSES, brisc2025, lgg
 from .errors import TumorLensError
-from .registry import SEGMENTERS
+from .registry import segmenter_records
 from .preprocess import IMAGE_SUFFIXES, decode_mask
 
 log = logging.getLogger("tumorlens.examples")
 
-EXAMPLES_DATASET_ENV = "TUMORLENS_EXAMPLES_DATASET"
+EXAMPLES_DATASET_ENV = "TUMORLENS_EXAMPLES_DATASET"  # a Hub dataset id; the Space bundle reads it too
 EXAMPLE_LABELS = {"glioma": "glioma", "meningioma": "meningioma", "no_tumor": "healthy (no tumor)",
                   "pituitary": "pituitary"}
 LGG_EXAMPLE_PATIENTS = 3   # LGG examples: the largest FLAIR abnormality of this many test patients
@@ -127,14 +127,18 @@ def lgg_example_paths(data_root=None, patients: int = LGG_EXAMPLE_PATIENTS) -> l
     return [path for _, path in best.values()]
 
 
-def example_label(path: str, model: str | None = None) -> str:
-    """A BRISC class folder names its class; another model's example says which model and slice."""
+def example_label(path: str, model: str | None = None, *, short: str | None = None) -> str:
+    """A BRISC class folder names its class; another model's example says which model and slice:
+    `short`, else the short name in the record of the available segmenter `model`."""
     p = Path(path)
     for name in (p.parent.name, p.stem):
         if name in EXAMPLE_LABELS:
             return EXAMPLE_LABELS[name]
-    if model in SEGMENTERS:
+    if short is None and model is not None:
+        records = segmenter_records()
+        short = records[model].short if model in records else None
+    if short:
         case, _, number = p.stem.rpartition("_")  # kaggle_3m: <case>_<slice>
         where = f"{case}, slice {number}" if case and number.isdigit() else p.stem
-        return f"{SEGMENTERS[model].short}: {where}"
+        return f"{short}: {where}"
     return p.name

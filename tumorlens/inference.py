@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .model_record import ModelRecord, read_record
 from .models import load_classifier, load_segmenter
 from .postprocess import DEFAULT_MIN_COMPONENT_FRACTION, DEFAULT_THRESHOLD, clean_mask, read_inference_config
 from .preprocess import ImageSource, Preprocessor, decode_image, letterbox_image, restore_map
@@ -40,7 +41,8 @@ class Segmenter:
     def __init__(self, model: torch.nn.Module, preprocess, *, runtime: str = "auto", device: str = "cpu",
                  precision: str = "auto", tta: bool = True, key: str = "segmenter",
                  threshold: float = DEFAULT_THRESHOLD,
-                 min_component_fraction: float = DEFAULT_MIN_COMPONENT_FRACTION):
+                 min_component_fraction: float = DEFAULT_MIN_COMPONENT_FRACTION, record: ModelRecord | None = None):
+        self.record = record  # what the model's folder says it is (None: built in code, not loaded)
         self.pre = Preprocessor(preprocess)
         self.runner = Runner(model, self.pre.size, kind="segmenter", cache_key=key, runtime=runtime, device=device,
                              precision=precision)
@@ -55,6 +57,7 @@ class Segmenter:
         if tuned is not None:
             for key in ("threshold", "min_component_fraction"):
                 kwargs.setdefault(key, tuned[key])
+        kwargs.setdefault("record", read_record(name_or_path))
         return cls(model, pre, key=model_key(name_or_path, "segmenter"), **kwargs)
 
     def probabilities(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:

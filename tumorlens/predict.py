@@ -10,10 +10,12 @@ the voxel size, the volume in cm³; its tumor type is that of the slice with the
 middle one when none has any), whose number is in `slice`. Pixel spacing comes from a DICOM/NIfTI
 header, else --pixel-spacing. A bad file gets its error on its row and in the log; the rest go on.
 
-Segmenters by name (--seg-model NAME), or any model folder or Hub repo id:
+Segmenters by name (--seg-model NAME: each segmenter folder under models/, by the name its
+metadata.json gives it), or any model folder or Hub repo id:
 {segmenters}
-The tumor-type classifier was trained on BRISC 2025 T1c slices: with a segmenter whose inputs it
-does not fit ({no_classifier}), no classifier runs unless --cls-model names one."""
+The tumor-type classifier was trained on BRISC 2025 T1c slices: with a segmenter whose record does
+not say it fits its inputs ({no_classifier}; or a model without metadata.json), no classifier
+runs unless --cls-model names one."""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from tqdm.auto import tqdm
 
 from .errors import TumorLensError
 from .inference import Pipeline, Segmentation
-from .registry import SEGMENTERS, UnknownModelError, default_model, resolve_model, segmenter_name
+from .model_record import METADATA_NAME, read_record
+from .registry import default_model, resolve_model, segmenter_name, segmenter_records
 from .medical_io import NIFTI_SUFFIXES, SCAN_SUFFIXES, read_scan
 from .scan_analysis import LARGEST, analyze_scan
 
@@ -129,16 +132,17 @@ def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | N
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    listing = "\n".join(f"  {name:<10} {entry.label}" for name, entry in SEGMENTERS.items())
+    records = segmenter_records()  # every segmenter folder under models/, as each one's metadata.json names it
+    listing = "\n".join(f"  {name:<10} {record.title}" for name, record in records.items()) or "  (none here)"
+    without = ", ".join(name for name, record in records.items() if not record.tumor_types)
     p = sub.add_parser("predict", help="segment (and classify) images and scans; write masks and predictions.csv",
-                       description=__doc__.format(segmenters=listing, no_classifier=", ".join(
-                           name for name, entry in SEGMENTERS.items() if not entry.tumor_types)),
+                       description=__doc__.format(segmenters=listing, no_classifier=without or "none here"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="files or folders: images (PNG, JPEG, TIFF, BMP), DICOM (.dcm), "
                                              "NIfTI (.nii, .nii.gz)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seg-model", default=None,
-                   help=f"segmenter: a name ({', '.join(SEGMENTERS)}), a model folder or a Hub repo id "
+                   help=f"segmenter: a name ({', '.join(records) or 'none here'}), a model folder or a Hub repo id "
                         "(default: $TUMORLENS_SEG_MODEL, else the shipped brisc2025)")
     p.add_argument("--cls-model", default=None,
                    help="classifier folder or Hub repo id, or 'none' (default: the shipped BRISC one; "
@@ -154,17 +158,22 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def pick_classifier(args, seg_requested: str | None) -> str | None:
-    """--no-cls or --cls-model none: none; --cls-model X: X; else the shipped one, except beside a
-    registry segmenter whose inputs the BRISC classifier does not fit (said in the log)."""
+    """--no-cls or --cls-model none: none; --cls-model X: X; else the shipped one, unless the
+    segmenter's record (its folder's metadata.json) does not say the BRISC classifier fits its
+    inputs, as for lgg or a folder that states nothing (said in the log)."""
     if args.no_classifier or (args.cls_model or "").lower() == "none":
         return None
     if args.cls_model:
         return resolve_model(args.cls_model, "classifier")
-    name = segmenter_name(seg_requested)
-    if name and not SEGMENTERS[name].tumor_types:
-        log.info("segmenter %s: the tumor-type classifier (trained on BRISC 2025 T1c slices) does not apply, "
-                 "so none runs; pass --cls-model to run one anyway", name)
-        return None
+    if seg_requested:
+        location = resolve_model(seg_requested)
+        record = read_record(location)
+        if not record.tumor_types:
+            name = segmenter_name(location) or record.name
+            why = "" if record.has_metadata else f" ({location} states no inputs: it has no {METADATA_NAME})"
+            log.info("segmenter %s: the tumor-type classifier (trained on BRISC 2025 T1c slices) does not apply%s, "
+                     "so none runs; pass --cls-model to run one anyway", name, why)
+            return None
     return default_model("classifier")
 
 
@@ -173,7 +182,7 @@ def run(args) -> int:
         seg_requested = args.seg_model or default_model("segmenter")
         seg = resolve_model(seg_requested) if seg_requested else None
         clf = pick_classifier(args, seg_requested)
-    except UnknownModelError as exc:
+    except TumorLensError as exc:  # an unknown name, an unreadable metadata.json
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not seg and not clf:

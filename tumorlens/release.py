@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .model_record import ModelRecord, write_record
 from .models import TRAINING_INFO_NAME
 from .packs import patient_ids
 from .postprocess import INFERENCE_CONFIG_NAME, choose_tta, tune_postprocess
@@ -73,6 +74,16 @@ def classifier_val_pack(folder: Path, data: DataSpec) -> dict:
     return train_val_packs("classification", pre.input_size, data).val
 
 
+def model_record_for(kind: str, dataset: str) -> ModelRecord:
+    """What a model trained on `dataset` states about itself in its metadata.json."""
+    record = get_dataset(dataset)
+    task = "segmentation" if kind == "segmenter" else "classification"
+    short = record.model_short or record.short
+    title = (record.segmenter_title or record.title) if task == "segmentation" else f"{short} - tumor type"
+    return ModelRecord(name=record.name, task=task, title=title, short=short, channels=record.channels,
+                       tumor_types=record.tumor_types, trained_on=record.name)
+
+
 def release(best: Path, kind: str, data: DataSpec, spec: ReleaseSpec, out: Path, *,
             val_pack: dict | None = None, roi_segmenter: str | None = None) -> Path:
     """Best checkpoint -> `out` (fp16 if asked), tuned on validation, scored on test, card rendered, pushed."""
@@ -91,6 +102,7 @@ def release(best: Path, kind: str, data: DataSpec, spec: ReleaseSpec, out: Path,
         save_classifier(model, out, labels, pre, fp16=spec.fp16, training_info=info)
         if val_pack is not None:
             tune_classifier(out, val_pack, data)
+    write_record(out, model_record_for(kind, data.dataset))  # what the app and predict ask the folder
     if spec.evaluate:
         evaluate_model(out, kind, root=data.root, dataset=data.dataset, fold=data.fold, seg_model=roi_segmenter)
     if not get_dataset(data.dataset).releases:  # a cross-validation fold: a measurement, not a release

@@ -3,10 +3,11 @@
 `build_space(out)` writes out/: app.py (space/app.py), README.md (space/README.md with its YAML
 header's `models:` / `datasets:` set to what this Space uses), requirements.txt
 (space/requirements.txt), the tumorlens/ package, and tumorlens_space.json naming the models
-(Hub repo ids) and the examples dataset; the other registry segmenters shipped here (the LGG
-one) go in under `segmenters`, for the app's model menu. Weights are referenced, not copied,
-unless `include_weights=True` (then the model folders go to out/models/). No dataset file is ever
-copied: the finished folder is checked and refused if it holds any image, scan or data file.
+(Hub repo ids) and the examples dataset; the other segmenters under models/ here (the LGG one),
+by the names their records give them, go in under `segmenters`, for the app's model menu.
+Weights are referenced, not copied, unless `include_weights=True` (then the model folders go to
+out/models/). No dataset file is ever copied: the finished folder is checked and refused if it
+holds any image, scan or data file.
 
 Upload it with `hf upload USER/SPACE OUT . --repo-type=space`."""
 
@@ -18,14 +19,13 @@ import shutil
 from pathlib import Path
 
 from .errors import DataError
-from .registry import (DEFAULT_MODELS, DEFAULT_SEGMENTER, SEGMENTERS, available_segmenters, default_model, hub_repo,
-                       segmenter_name, shipped_folder)
+from .examples import EXAMPLES_DATASET_ENV
+from .registry import DEFAULT_MODELS, DEFAULT_SEGMENTER, available_segmenters, default_model, hub_repo, segmenter_name
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 SPACE_DIR = REPO_ROOT / "space"
 SPACE_CONFIG_NAME = "tumorlens_space.json"
-EXAMPLES_DATASET_ENV = "TUMORLENS_EXAMPLES_DATASET"
 # The published models (Hub repo ids) a Space loads when nothing else is named.
 DEFAULT_HUB_MODELS = {kind: hub_repo(folder) for kind, (_, folder) in DEFAULT_MODELS.items()}
 CONFIG_KEYS = {"segmenter": "seg_model", "classifier": "cls_model"}
@@ -46,8 +46,8 @@ def space_settings(app_dir: str | Path) -> dict:
     """seg_model, cls_model, examples_dataset for the app in `app_dir`: the environment
     ($TUMORLENS_SEG_MODEL, $TUMORLENS_CLS_MODEL, $TUMORLENS_EXAMPLES_DATASET) first, then the
     bundle's tumorlens_space.json (relative folders resolved against app_dir), then the folders
-    shipped under models/. And `segmenters`: registry name -> folder, repo id or name of every
-    segmenter for the model menu: seg_model under its registry name (brisc2025 unless it names
+    shipped under models/. And `segmenters`: name -> folder, repo id or name of every
+    segmenter for the model menu: seg_model under its own name (brisc2025 unless it names
     another), and the others of the bundle, else those shipped under models/."""
     app_dir = Path(app_dir).resolve()
     cfg = read_space_config(app_dir)
@@ -61,7 +61,7 @@ def space_settings(app_dir: str | Path) -> dict:
     out["examples_dataset"] = os.environ.get(EXAMPLES_DATASET_ENV) or cfg.get("examples_dataset")
     extra = cfg["segmenters"] if "segmenters" in cfg else (available_segmenters() if not cfg else {})
     default = segmenter_name(out["seg_model"]) or DEFAULT_SEGMENTER
-    out["segmenters"] = {name: local(ref) for name, ref in extra.items() if name in SEGMENTERS and name != default}
+    out["segmenters"] = {name: local(ref) for name, ref in extra.items() if name != default}
     if out["seg_model"]:
         out["segmenters"][default] = out["seg_model"]
     return out
@@ -89,7 +89,7 @@ def _model_ref(kind: str, value: str | None, out: Path, include_weights: bool, *
     """(reference written to the config, Hub repo id for the README or None). Without `value`: the
     `shipped` folder with include_weights, else the `published` repo id (default: kind's defaults)."""
     what = f"{kind} model"
-    shipped = shipped or default_model(kind)
+    shipped = shipped or (default_model(kind) if kind in DEFAULT_MODELS else None)
     if include_weights:
         folder = Path(value).expanduser() if value else (Path(shipped) if shipped else None)
         if folder is None or not (folder / "config.json").is_file():
@@ -108,7 +108,7 @@ def _model_ref(kind: str, value: str | None, out: Path, include_weights: bool, *
 
 
 def extra_segmenters_shipped() -> dict[str, None]:
-    """The registry segmenters besides the default that are shipped under models/ here (None: use
+    """The segmenters besides the default that are under models/ here (None: use
     each one's own reference, its Hub repo id or, with include_weights, its folder)."""
     return {name: None for name in available_segmenters() if name != DEFAULT_SEGMENTER}
 
@@ -117,14 +117,18 @@ def build_space(out: str | Path, *, seg_model: str | None = None, cls_model: str
                 segmenters: dict[str, str | None] | None = None,
                 examples_dataset: str | None = None, include_weights: bool = False, overwrite: bool = False,
                 space_dir: str | Path = SPACE_DIR, package_dir: str | Path = PACKAGE_DIR) -> Path:
-    """Write a Space folder to `out` (see the module doc); returns `out`. `segmenters`: registry
-    name -> Hub repo id (a folder with include_weights; None: the registry's own) of the other
+    """Write a Space folder to `out` (see the module doc); returns `out`. `segmenters`: model
+    name -> Hub repo id (a folder with include_weights; None: the one under models/) of the other
     segmenters for the model menu; default: those shipped under models/ (`extra_segmenters_shipped`)."""
     segmenters = extra_segmenters_shipped() if segmenters is None else dict(segmenters)
-    unknown = sorted(set(segmenters) - set(SEGMENTERS)) + ([DEFAULT_SEGMENTER] if DEFAULT_SEGMENTER in segmenters else [])
+    shipped = available_segmenters()
+    # a name without a reference needs a folder here (its Hub repo is the folder's name under HUB_OWNER)
+    unknown = sorted(n for n, ref in segmenters.items() if ref is None and n not in shipped)
+    unknown += [DEFAULT_SEGMENTER] if DEFAULT_SEGMENTER in segmenters else []
     if unknown:
-        raise ValueError(f"segmenters: {unknown[0]!r} is not one of the other registry segmenters "
-                         f"({', '.join(n for n in SEGMENTERS if n != DEFAULT_SEGMENTER)})")
+        raise ValueError(f"segmenters: {unknown[0]!r} is not one of the other segmenters under models/ "
+                         f"({', '.join(n for n in shipped if n != DEFAULT_SEGMENTER) or 'none'}); "
+                         "name another with its Hub repo id")
     from huggingface_hub import SpaceCard
 
     out, space_dir, package_dir = Path(out).resolve(), Path(space_dir), Path(package_dir)
@@ -145,8 +149,9 @@ def build_space(out: str | Path, *, seg_model: str | None = None, cls_model: str
         cls_ref, cls_repo = _model_ref("classifier", cls_model, out, include_weights)
         extra_refs = {}
         for name, value in segmenters.items():
-            extra_refs[name] = _model_ref(f"{name} segmenter", value, out, include_weights,
-                                          shipped=str(shipped_folder(name)), published=SEGMENTERS[name].hub_repo)
+            folder = shipped.get(name)
+            extra_refs[name] = _model_ref(f"{name} segmenter", value, out, include_weights, shipped=folder,
+                                          published=hub_repo(Path(folder).name) if folder else None)
         shutil.copy2(space_dir / "app.py", out / "app.py")
         shutil.copy2(space_dir / "requirements.txt", out / "requirements.txt")
         shutil.copytree(package_dir, out / "tumorlens",

@@ -34,6 +34,7 @@ VALIDATION_KINDS = {  # how validation is carved out of the training data
     "id_blocks": "seeded blocks of consecutive slice ids (nearly patient-wise)",
 }
 SCORING = ("per_slice", "per_patient")
+T1C_GREY = "T1 contrast-enhanced slice (grey, repeated)"  # one grey slice fed as the 3 RGB channels
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class DatasetRecord:
     model_licence: str = "apache-2.0"       # licence of weights trained on it
     card_split: str = "test"                # split label in a model card's eval results
     releases: bool = True                   # False: its models are measurements (folds), not releases
+    # what a model trained on it states in its metadata.json (tumorlens.model_record)
+    channels: tuple[str, ...] = (T1C_GREY,) * 3  # what each of a model's 3 input channels holds
+    tumor_types: bool = True                # the BRISC tumor-type classifier (T1c slices) fits these inputs
+    segmenter_title: str = ""               # a segmenter's model-menu label; "" = title
+    model_short: str = ""                   # how notes name its models ("BRISC 2025"); "" = short
 
     @property
     def root_env(self) -> str:
@@ -175,7 +181,8 @@ register(DatasetRecord(
     scoring="per_slice", test_text="BRISC 2025 {task}/test (official split)", test_rows=_brisc_test,
     train_packs="tumorlens.training.splits:brisc_packs", healthy="no_tumor", healthy_text="BRISC 2025 classification_task/test/no_tumor",
     per_image_columns=("label", "plane"), by_groups=("label", "plane"),
-    audited_test=True, extra_train_target=True))
+    audited_test=True, extra_train_target=True, segmenter_title="BRISC 2025 - T1 contrast-enhanced, 1 channel",
+    model_short="BRISC 2025"))
 
 register(DatasetRecord(
     name=figshare.NAME, title="Figshare brain tumor dataset (Cheng)", short="Figshare", licence="cc-by-4.0",
@@ -187,7 +194,8 @@ register(DatasetRecord(
     validation_text="validation id blocks carved from the Figshare folds other than fold {fold}",
     scoring="per_slice", test_text="Figshare (Cheng et al. 2017), fold {fold} of cvind5fold.mat (patient-wise) as test",
     test_rows=_figshare_test, train_packs="tumorlens.training.splits:figshare_packs", folds=figshare.N_FOLDS,
-    per_image_columns=("label",), by_groups=("label",), roi_classifiers=False, releases=False))
+    per_image_columns=("label",), by_groups=("label",), roi_classifiers=False, releases=False,
+    segmenter_title="Figshare - T1 contrast-enhanced, 1 channel"))
 
 register(DatasetRecord(
     name=lgg.NAME, title="LGG MRI Segmentation (kaggle_3m)", short="LGG", licence="cc-by-nc-sa-4.0",
@@ -201,8 +209,12 @@ register(DatasetRecord(
     test_rows=_lgg_test, train_packs="tumorlens.training.splits:lgg_packs", healthy="empty_masks",
     healthy_text="LGG {split} slices with an empty mask",
     per_image_columns=("patient_id",), model_licence="cc-by-nc-sa-4.0",  # weights follow the NC data licence
-    card_split="test (patient-wise)"))
+    card_split="test (patient-wise)",
+    # kaggle_3m slices carry three sequences as RGB; its masks mark FLAIR abnormality, and it has no
+    # tumor types, so the BRISC classifier (trained on T1c slices) does not apply
+    channels=("pre-contrast", "FLAIR", "post-contrast"), tumor_types=False,
+    segmenter_title="LGG - FLAIR abnormality, 3-channel pre-contrast/FLAIR/post-contrast", model_short="LGG"))
 
 
-__all__ = ["DatasetRecord", "TASKS", "VALIDATION_KINDS", "SCORING", "register", "unregister", "dataset_names",
-           "get_dataset", "records"]
+__all__ = ["DatasetRecord", "T1C_GREY", "TASKS", "VALIDATION_KINDS", "SCORING", "register", "unregister",
+           "dataset_names", "get_dataset", "records"]
