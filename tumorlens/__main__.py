@@ -29,6 +29,8 @@ COMMANDS = {
     "train-speed": ("tumorlens.bench.train_speed:main", "one training step per precision on this machine"),
     "audit": ("tumorlens.audit.__main__:main", "the duplicate audit within and across datasets"),
     "data": ("tumorlens.data.__main__:main", "package a dataset from its original layout as a Hugging Face dataset"),
+    "publish": ("tumorlens.publish:main",
+                "push the shipped models, datasets and the Space to the Hub (--dry-run lists the plan)"),
 }
 TRAINABLE = ("segmenter", "classifier")
 

@@ -163,10 +163,20 @@ def classifier_setup(args, s: dict) -> ClassificationSetup:
                                roi_segmenter=args.roi_segmenter)
 
 
+def check_hub_push(args) -> None:
+    """--push-to-hub: the token and the endpoint are checked now, before hours of training, not at the push
+    (tumorlens.hub.check_push_access; a HubError is one line naming the endpoint). Not with --no-finalize,
+    which pushes nothing."""
+    if args.push_to_hub and not args.no_finalize:
+        from ..hub import check_push_access
+        check_push_access(args.push_to_hub)
+
+
 def run_segmenter(argv=None, description: str | None = None) -> TrainResult:
     """Parse a segmenter command line and train; errors propagate (callers that are entry points report them)."""
     from .recipes import train_segmenter
     args = segmenter_parser(description).parse_args(argv)
+    check_hub_push(args)
     data, schedule, release, s = specs_from_args(args, "segmenter")
     return train_segmenter(data, segmenter_setup(args, s), schedule, release, args.run_dir, init_from=args.init_from)
 
@@ -174,6 +184,7 @@ def run_segmenter(argv=None, description: str | None = None) -> TrainResult:
 def run_classifier(argv=None, description: str | None = None) -> TrainResult:
     from .recipes import train_classifier
     args = classifier_parser(description).parse_args(argv)
+    check_hub_push(args)
     data, schedule, release, s = specs_from_args(args, "classifier")
     return train_classifier(data, classifier_setup(args, s), schedule, release, args.run_dir, init_from=args.init_from)
 
