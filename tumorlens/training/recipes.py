@@ -63,11 +63,13 @@ def _fit(task, kind: str, data: DataSpec, schedule: TrainConfig, spec: ReleaseSp
               "init_from": parent_record(init_from) if init_from else None, **provenance}
     trainer = Trainer(task, schedule, run_dir, init_state=init_state_from(init_from, kind, getattr(task, "label_names", None)),
                       data_info=record)
-    (run_dir / "spec.json").write_text(json.dumps({"kind": kind, "data": asdict(data), "setup": asdict(task.setup),
-                                                   "schedule": asdict(schedule), "release": asdict(spec),
-                                                   "init_from": init_from}, indent=1, default=str) + "\n")
+    main_process = trainer.accelerator.is_main_process  # under a multi-process launch, one writer
+    if main_process:
+        (run_dir / "spec.json").write_text(json.dumps({"kind": kind, "data": asdict(data), "setup": asdict(task.setup),
+                                                       "schedule": asdict(schedule), "release": asdict(spec),
+                                                       "init_from": init_from}, indent=1, default=str) + "\n")
     state = trainer.fit()
-    if not spec.finalize or not state.get("done"):
+    if not spec.finalize or not state.get("done") or not main_process:
         return TrainResult(run_dir, None, record)
     folder = release(run_dir / "best", kind, data, spec, out, val_pack=task.val, roi_segmenter=roi_segmenter)
     return TrainResult(run_dir, folder, record)
