@@ -20,7 +20,10 @@ Uploads reach `tumorlens.medical_io.read_scan` as files, so a bad file gets our 
 reading, slices, masks and sizes are `tumorlens.scan_analysis`'s (the batch CLI uses it too), and
 this module only turns them into the page and its errors.
 The queue holds at most `QUEUE_SIZE` waiting requests and runs at most $TUMORLENS_CONCURRENCY
-(default 2) model calls at once, so memory stays bounded however many clients come."""
+(default 2) model calls at once, so memory stays bounded however many clients come; each request is
+held to `medical_io.APP_BUDGET` (2048 x 2048 pixels per slice, decoded bytes, voxels per file, checked from the
+header before decoding; at most 64 slices per whole-volume analysis, the rest with
+`tumorlens predict`). Error messages name the upload by its base name only, never a server folder."""
 
 from __future__ import annotations
 
@@ -33,12 +36,13 @@ from typing import Callable
 
 import gradio as gr
 
-from .errors import DataError, TumorLensError
+from .errors import DataError, TumorLensError, public_message
 from .examples import example_label
 from .inference import Pipeline, Segmenter
 from .model_record import ModelRecord, read_record, renamed, unknown_record
 from .registry import DEFAULT_SEGMENTER, UnknownModelError, available_segmenters, resolve_model
-from .medical_io import MAX_UPLOAD_BYTES, SCAN_SUFFIXES, Scan
+from .medical_io import (APP_BUDGET, MAX_UPLOAD_BYTES, SCAN_SUFFIXES, RequestBudget, Scan, cli_command,
+                         read_header)
 from .scan_analysis import analyze_scan, load_scan, model_threshold, report
 from .visualize import heatmap, mask_image, overlay_outline
 
@@ -73,17 +77,22 @@ class PageState:
     spacing_from_header: bool = False   # the spacing field holds what /inspect read from a header
 
 
-def _error(message: str) -> gr.Error:
-    return gr.Error(message, print_exception=False)
+def _error(message: str, *paths) -> gr.Error:
+    """The message a user sees: server folders (the upload's temporary one and any other) cut out."""
+    return gr.Error(public_message(message, *paths), print_exception=False)
 
 
-def _read(file) -> Scan:
+def _upload_path(file) -> str | None:
+    return None if file is None else str(getattr(file, "path", file))
+
+
+def _read(file, budget: RequestBudget = APP_BUDGET) -> Scan:
     if file is None:
         raise _error("Upload an MRI first (an image, a DICOM file or a NIfTI volume).")
     try:
-        return load_scan(file)
+        return load_scan(file, budget)
     except DataError as exc:
-        raise _error(f"Cannot read this image: {exc.reason}.") from exc
+        raise _error(f"Cannot read this image: {exc.reason}.", _upload_path(file)) from exc
     except MemoryError as exc:
         raise _error("Cannot read this image: it needs more memory than this server has.") from exc
 
@@ -115,6 +124,10 @@ def inspect_for_ui(file, state: PageState | None = None):
     else:
         spacing_update = gr.update()
     info += scan.notes
+    limit = APP_BUDGET.max_volume_slices
+    if limit is not None and scan.n_slices > limit:
+        info.append(f"Whole-volume mode analyzes at most {limit} slices per request here; single slices all work. "
+                    f"For the whole volume run `{cli_command(_upload_path(file))}`.")
     return slider, middle, spacing_update, "  \n".join(info), state, gr.update(visible=scan.is_volume, value=False)
 
 
@@ -122,13 +135,24 @@ def analyze_for_ui(pipeline: Pipeline | None, request: Request, progress=None):
     """`request` with `pipeline`: (overlay, mask, heatmap, class probabilities, verdict, size)."""
     if pipeline is None:
         raise _error("No model yet: train one (train/train_segmenter.py) or set TUMORLENS_SEG_MODEL.")
+    if request.whole_volume and request.file is not None:
+        # refused from the header, before the volume is decoded
+        try:
+            header = read_header(_upload_path(request.file)) if Path(_upload_path(request.file)).is_file() else None
+        except DataError:  # an unreadable file: _read below says why
+            header = None
+        if header is not None and header.slices > 1:
+            try:
+                APP_BUDGET.check_whole_volume(header.slices, _upload_path(request.file))
+            except DataError as exc:
+                raise _error(f"Cannot analyze this image: {exc.reason}.", _upload_path(request.file)) from exc
     scan = _read(request.file)
     try:
         result = analyze_scan(pipeline, scan, threshold=request.threshold, spacing=request.spacing,
                               slice_index=request.slice_index, whole_volume=bool(request.whole_volume),
-                              progress=progress)
+                              progress=progress, budget=APP_BUDGET)
     except DataError as exc:
-        raise _error(f"Cannot analyze this image: {exc.reason}.") from exc
+        raise _error(f"Cannot analyze this image: {exc.reason}.", _upload_path(request.file)) from exc
     except MemoryError as exc:
         raise _error("Cannot analyze this image: it needs more memory than this server has.") from exc
     rgb, seg = result.analysis.image, result.segmentation

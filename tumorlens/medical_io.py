@@ -18,10 +18,31 @@ carries it, and for volumes the slice spacing, so areas come out in mm² and vol
   shown the radiological way (anterior up, patient's right on the left). Spacing from the
   header's zooms; one min-max window over the whole volume.
 
-Every failure raises `tumorlens.errors.DataError` with a reason a user can act on. Limits: an
-upload may be at most `MAX_UPLOAD_BYTES`; a slice at most `preprocess.MAX_IMAGE_PIXELS` pixels and
-at least `preprocess.MIN_IMAGE_SIDE` a side; a volume at most `MAX_SLICES` slices and
-`MAX_VOLUME_VOXELS` voxels. Sizes are checked from the header, before the pixels are decoded."""
+Every failure raises `tumorlens.errors.DataError` with a reason a user can act on (no server
+folder in it: exception texts are cut to the file's base name). Limits: an upload may be at most
+`MAX_UPLOAD_BYTES`; a slice at least `preprocess.MIN_IMAGE_SIDE` a side; a file at most
+`MAX_SLICES` slices. What else one request may cost is a `RequestBudget`, checked from the header
+(PIL's size and mode, the DICOM header read without its pixel data, the NIfTI header) before any
+pixel is decoded; over it, `BudgetError` (a DataError) says the limit, the file's size and what to do:
+
+                              APP_BUDGET (the web app)     CLI_BUDGET (predict; read_scan's default)
+  pixels per slice            4,194,304 (2048 x 2048)      40,000,000 (preprocess.MAX_IMAGE_PIXELS)
+  decoded bytes per file      128 MB                       256 MB
+  pixels x slices per file    33,554,432 (e.g. 512x512x128) 67,108,864 (MAX_VOLUME_VOXELS)
+  slices per whole-volume run 64                           no limit
+
+Why these numbers: every output the app returns (outline, mask, heatmap, probability map) is at the
+slice's own resolution, so a slice's cost grows with its pixels: measured (bench/request_budget.py)
+at about 110 bytes a pixel end to end (a 4096 x 4096 16-bit PNG took 1.8 GB over the loaded app), so
+2048 x 2048 keeps a request near 450 MB; MRI slices are 256-1024 px a side, so none is refused (the
+6300 x 6300 16-bit "bomb" is, from its header; a phone photo of a film must be scaled down). Decoded bytes are width x height x slices x the bytes a
+value takes once decoded (PIL's mode for images, float32 for DICOM and NIfTI). A model call costs the
+same for any slice size (it sees a fixed input), about 0.1-0.2 s a slice on two CPU cores, so 64
+slices keep a whole-volume request near 10 s; longer volumes run whole with `tumorlens predict`.
+
+Non-finite values (NaN, +-inf in float TIFF, DICOM or NIfTI data) never set the intensity window
+(`preprocess.window`); NaN and -inf show as background, +inf as the brightest level, and
+`Scan.nonfinite` says how many there were."""
 
 from __future__ import annotations
 
@@ -32,8 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .preprocess import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, array_to_rgb, decode_image, window_to_uint8
+from .errors import BudgetError, DataError, public_message
+from .preprocess import (IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, array_to_rgb, check_image_size,
+                         decode_image_counted, mode_bytes, window)
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 MAX_SLICES = 1024
@@ -42,6 +64,85 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SCAN_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
 KINDS = ("image", "dicom", "nifti")
+
+# What one web request may cost (see the module docstring for why)
+APP_MAX_IMAGE_PIXELS = 2048 * 2048
+APP_MAX_DECODED_BYTES = 128 * 2**20
+APP_MAX_TOTAL_PIXELS = 2 ** 25
+APP_MAX_VOLUME_SLICES = 64
+CLI_MAX_DECODED_BYTES = 256 * 2**20
+CLI_COMMAND = "tumorlens predict {file} --out DIR"
+
+
+@dataclass(frozen=True)
+class RequestBudget:
+    """What reading (and, for volumes, analyzing) one file may cost; checked from its header."""
+
+    max_image_pixels: int = APP_MAX_IMAGE_PIXELS        # pixels of one slice
+    max_decoded_bytes: int = APP_MAX_DECODED_BYTES      # the decoded array(s), at the dtype they decode to
+    max_total_pixels: int = APP_MAX_TOTAL_PIXELS        # pixels x slices of one file
+    max_volume_slices: int | None = APP_MAX_VOLUME_SLICES  # slices one whole-volume analysis segments
+
+    def check(self, header: "ScanHeader", name: str | None = None) -> None:
+        """BudgetError when reading the file `header` describes would cost more than this budget."""
+        w, h, n = header.width, header.height, header.slices
+        if header.kind == "image":  # the plain-image checks (and wording) are preprocess's
+            try:
+                check_image_size(name, w, h, header.mode or "L", max_pixels=self.max_image_pixels,
+                                 max_bytes=self.max_decoded_bytes)
+            except DataError as exc:
+                raise BudgetError(name, exc.reason) from None
+            return
+        what = f"{w}x{h}" + (f"x{n}" if n > 1 else "")
+        if w * h > self.max_image_pixels:
+            raise BudgetError(name, f"slices are {w}x{h} ({w * h:,} pixels), over the {self.max_image_pixels:,} "
+                                    "pixel limit per slice here; resample the scan to a smaller grid")
+        if header.total_pixels > self.max_total_pixels:
+            raise BudgetError(name, f"the scan is {what} ({header.total_pixels:,} voxels), over the "
+                                    f"{self.max_total_pixels:,} voxel limit per file here; crop or resample it, "
+                                    f"or run `{cli_command(name)}` on your own machine")
+        if header.decoded_bytes > self.max_decoded_bytes:
+            raise BudgetError(name, f"the scan is {what}, {header.decoded_bytes / 2**20:,.0f} MB once decoded, over "
+                                    f"the {self.max_decoded_bytes / 2**20:,.0f} MB decoding limit per file here; "
+                                    f"crop or resample it, or run `{cli_command(name)}` on your own machine")
+
+    def check_whole_volume(self, n_slices: int, name: str | None = None) -> None:
+        """BudgetError when a whole-volume analysis of `n_slices` slices is over `max_volume_slices`."""
+        if self.max_volume_slices is not None and n_slices > self.max_volume_slices:
+            raise BudgetError(name, f"this volume has {n_slices} slices; whole-volume mode analyzes at most "
+                                    f"{self.max_volume_slices} slices per request here. Analyze one slice at a "
+                                    f"time (untick whole volume), or run `{cli_command(name)}` for the whole volume")
+
+
+def cli_command(name: str | None) -> str:
+    """The batch command that analyzes file `name` (its base name only) whole."""
+    return CLI_COMMAND.format(file=Path(name).name if name else "FILE")
+
+
+APP_BUDGET = RequestBudget()
+CLI_BUDGET = RequestBudget(MAX_IMAGE_PIXELS, CLI_MAX_DECODED_BYTES, 2 ** 26, None)
+
+
+@dataclass(frozen=True)
+class ScanHeader:
+    """What a file's header says about its size, read without decoding a pixel."""
+
+    kind: str
+    width: int
+    height: int
+    slices: int = 1
+    bytes_per_value: int = 4   # once decoded
+    mode: str | None = None    # plain images: PIL's mode
+
+    @property
+    def total_pixels(self) -> int:
+        return self.width * self.height * self.slices
+
+    @property
+    def decoded_bytes(self) -> int:
+        if self.kind == "image":
+            return self.width * self.height * mode_bytes(self.mode or "L")
+        return self.total_pixels * self.bytes_per_value
 
 
 @dataclass
@@ -54,6 +155,7 @@ class Scan:
     slice_thickness_mm: float | None = None            # distance between slice centres (volumes)
     source: str | None = None
     notes: list[str] = field(default_factory=list)
+    nonfinite: int = 0                                 # NaN / +-inf values: left out of the window
 
     @property
     def n_slices(self) -> int:
@@ -93,6 +195,14 @@ class Scan:
             text += f", slice spacing {_fmt(self.slice_thickness_mm)} mm"
         return text
 
+    def nonfinite_note(self) -> str | None:
+        """What the answer says about NaN / inf values, when the file had any."""
+        if not self.nonfinite:
+            return None
+        n = self.nonfinite
+        return (f"{n:,} pixel{'s' if n != 1 else ''} held no number (NaN or infinity): left out of the "
+                "intensity window, shown as background (NaN, -inf) or the brightest level (+inf).")
+
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
@@ -123,8 +233,42 @@ def _is_nifti_header(head: bytes) -> bool:
     return len(head) >= 540 and head[4:8] == b"n+2\x00"
 
 
-def read_scan(path: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES) -> Scan:
-    """An uploaded file -> `Scan`. Raises DataError with a clear reason on anything unusable."""
+def read_header(path: str | Path) -> ScanHeader | None:
+    """The file's size from its header alone (PIL's size and mode, the DICOM header without its
+    pixel data, the NIfTI header); None when the header cannot be read (the reader then explains)."""
+    path = Path(path)
+    kind = detect_kind(path)
+    try:
+        if kind == "image":
+            from PIL import Image
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as img:
+                    return ScanHeader("image", img.width, img.height, 1, mode_bytes(img.mode), img.mode)
+        if kind == "dicom":
+            import pydicom
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+            rows, cols = int(ds.Rows), int(ds.Columns)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            # one value per pixel becomes float32 (the modality LUT); RGB stays at its stored size
+            per = 4 if samples == 1 else samples * max(1, int(ds.get("BitsAllocated", 8) or 8) // 8)
+            return ScanHeader("dicom", cols, rows, frames, per)
+        img = _load_nifti(path)
+        rows, cols, n, _, _ = _nifti_geometry(img)
+        return ScanHeader("nifti", cols, rows, n, 4)  # read as float32
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001 - an unreadable header: the reader gives the full reason
+        return None
+
+
+def read_scan(path: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES, budget: RequestBudget = CLI_BUDGET) -> Scan:
+    """An uploaded file -> `Scan`. Raises DataError with a clear reason on anything unusable, and
+    BudgetError (a DataError), before decoding, on a file over `budget` (the web app passes
+    `APP_BUDGET`; the default is the batch tool's `CLI_BUDGET`)."""
     if path is None:
         raise DataError(None, "no file given")
     path = Path(path)
@@ -136,11 +280,28 @@ def read_scan(path: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES) -> Scan:
     if size > max_bytes:
         raise DataError(path, f"file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB upload limit")
     kind = detect_kind(path)
+    header = read_header(path)
+    if header is not None:
+        budget.check(header, str(path))
     if kind == "dicom":
         return read_dicom(path)
     if kind == "nifti":
         return read_nifti(path)
-    return Scan("image", [decode_image(path)], None, None, str(path))
+    rgb, nonfinite = decode_image_counted(path, max_pixels=budget.max_image_pixels, max_bytes=budget.max_decoded_bytes)
+    scan = Scan("image", [rgb], None, None, str(path), nonfinite=nonfinite)
+    return _with_nonfinite_note(scan)
+
+
+def _with_nonfinite_note(scan: Scan) -> Scan:
+    note = scan.nonfinite_note()
+    if note:
+        scan.notes.append(note)
+    return scan
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """An exception's text as a reason: its class and message, no server folder in it."""
+    return public_message(f"{exc.__class__.__name__}: {exc}", path)
 
 
 # -- shared checks -------------------------------------------------------------------------
@@ -220,7 +381,7 @@ def read_dicom(path: Path) -> Scan:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on garbage
-        raise DataError(path, f"not a readable DICOM file ({exc.__class__.__name__}: {exc})") from exc
+        raise DataError(path, f"not a readable DICOM file ({_reason(exc, path)})") from exc
 
     if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DataError(path, "DICOM file has no pixel data (a report, a DICOMDIR or a header without an image)")
@@ -239,44 +400,54 @@ def read_dicom(path: Path) -> Scan:
     except Exception as exc:  # noqa: BLE001 - missing codec, truncated data, bad header all land here
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         hint = f" (transfer syntax {syntax.name})" if syntax is not None else ""
-        raise DataError(path, f"cannot decode the DICOM pixel data{hint}: {exc.__class__.__name__}: {exc}") from exc
+        raise DataError(path, f"cannot decode the DICOM pixel data{hint}: {_reason(exc, path)}") from exc
 
     arr = np.asarray(arr)
     if samples == 1:
         try:
             arr = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
         except Exception as exc:  # noqa: BLE001
-            raise DataError(path, f"cannot apply the DICOM rescale slope/intercept ({exc})") from exc
+            raise DataError(path, f"cannot apply the DICOM rescale slope/intercept ({_reason(exc, path)})") from exc
         if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-            arr = np.nanmax(arr) - arr  # MONOCHROME1: high values are dark
+            finite = np.isfinite(arr)  # NaN/inf stay out of the window (and keep their sign's meaning)
+            top = float(arr[finite].max()) if finite.any() else 0.0
+            arr = top - arr  # MONOCHROME1: high values are dark
     # one frame: (rows, cols[, 3]); several: (frames, rows, cols[, 3])
     stack = arr[None] if frames == 1 else arr
     expected = (frames, rows, cols) + ((3,) if samples == 3 else ())
     if stack.shape != expected:
         raise DataError(path, f"DICOM pixel data has shape {arr.shape}, the header says {expected}")
-    stack = window_to_uint8(stack)
+    del arr
+    stack, nonfinite = window(stack)
     spacing = dicom_pixel_spacing(ds)
     notes = [] if spacing else ["no PixelSpacing in the DICOM header"]
-    return Scan("dicom", list(stack), spacing, dicom_slice_spacing(ds) if frames > 1 else None, str(path), notes)
+    return _with_nonfinite_note(Scan("dicom", list(stack), spacing, dicom_slice_spacing(ds) if frames > 1 else None,
+                                     str(path), notes, nonfinite))
 
 
 # -- NIfTI ---------------------------------------------------------------------------------
-def read_nifti(path: Path) -> Scan:
+def _load_nifti(path: Path):
+    """The NIfTI image object (header read, data not yet)."""
     import nibabel as nib
+    try:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            return nib.load(str(path))
+        data = path.read_bytes()  # a NIfTI-1/2 file without its extension
+        return (nib.Nifti2Image if data[4:8] == b"n+2\x00" else nib.Nifti1Image).from_bytes(data)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on garbage
+        raise DataError(path, f"not a readable NIfTI file ({_reason(exc, path)})") from exc
+
+
+def _nifti_geometry(img, path: Path | None = None):
+    """(rows, cols, slices, shape3, orientation or None) as read_nifti cuts the volume; DataError on
+    a shape or data type it cannot show."""
     from nibabel import orientations
 
     try:
-        if path.name.lower().endswith(NIFTI_SUFFIXES):
-            img = nib.load(str(path))
-        else:  # a NIfTI-1/2 file without its extension
-            data = path.read_bytes()
-            img = (nib.Nifti2Image if data[4:8] == b"n+2\x00" else nib.Nifti1Image).from_bytes(data)
         shape = tuple(int(s) for s in img.shape)
-        zooms = tuple(float(z) for z in img.header.get_zooms())
         affine = np.asarray(img.affine, dtype=np.float64)
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on garbage
-        raise DataError(path, f"not a readable NIfTI file ({exc.__class__.__name__}: {exc})") from exc
-
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(path, f"not a readable NIfTI file ({_reason(exc, path)})") from exc
     if len(shape) > 3 and any(s != 1 for s in shape[3:]):
         raise DataError(path, f"NIfTI is {len(shape)}-D {shape} (a time series or several volumes); "
                               "give one 3-D volume or a 2-D slice")
@@ -296,12 +467,25 @@ def read_nifti(path: Path) -> Scan:
         ornt = None
     out_axes = [int(a) for a in ornt[:, 0]] if ornt is not None else [0, 1, 2]
     x_len, y_len, z_len = (shape3[out_axes.index(k)] for k in range(3))
+    return y_len, x_len, z_len, shape3, ornt
+
+
+def read_nifti(path: Path) -> Scan:
+    from nibabel import orientations
+
+    img = _load_nifti(path)
+    try:
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(path, f"not a readable NIfTI file ({_reason(exc, path)})") from exc
+    y_len, x_len, z_len, shape3, ornt = _nifti_geometry(img, path)
+    out_axes = [int(a) for a in ornt[:, 0]] if ornt is not None else [0, 1, 2]
     _check_geometry(path, y_len, x_len, z_len)
 
     try:
         vol = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape3)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
-        raise DataError(path, f"cannot read the NIfTI voxel data ({exc.__class__.__name__}: {exc})") from exc
+        raise DataError(path, f"cannot read the NIfTI voxel data ({_reason(exc, path)})") from exc
     if ornt is not None:
         vol = orientations.apply_orientation(vol, ornt)
     # header zooms are float32: 0.8 reads 0.800000011920929, so keep 6 significant digits
@@ -309,15 +493,17 @@ def read_nifti(path: Path) -> Scan:
     ras_zooms = [1.0, 1.0, 1.0]
     for i, axis in enumerate(out_axes):
         ras_zooms[axis] = zooms3[i]
-    vol8 = window_to_uint8(vol)
+    vol8, nonfinite = window(vol)
     del vol
     # (x, y, z) RAS -> per z: rows = anterior at the top, cols = patient's right on the left
     slices = [np.ascontiguousarray(vol8[::-1, ::-1, k].T) for k in range(vol8.shape[2])]
     spacing = _positive((ras_zooms[1], ras_zooms[0]), 2)
     thickness = _positive([ras_zooms[2]], 1)
     notes = [] if spacing else ["no usable voxel size in the NIfTI header"]
-    return Scan("nifti", slices, spacing, thickness[0] if thickness and len(slices) > 1 else None, str(path), notes)
+    return _with_nonfinite_note(Scan("nifti", slices, spacing, thickness[0] if thickness and len(slices) > 1 else None,
+                                     str(path), notes, nonfinite))
 
 
-__all__ = ["Scan", "read_scan", "read_dicom", "read_nifti", "detect_kind", "dicom_pixel_spacing",
-           "MAX_UPLOAD_BYTES", "MAX_SLICES", "MAX_VOLUME_VOXELS", "SCAN_SUFFIXES"]
+__all__ = ["Scan", "ScanHeader", "RequestBudget", "read_scan", "read_header", "read_dicom", "read_nifti", "detect_kind",
+           "dicom_pixel_spacing", "cli_command", "APP_BUDGET", "CLI_BUDGET", "MAX_UPLOAD_BYTES", "MAX_SLICES",
+           "MAX_VOLUME_VOXELS", "SCAN_SUFFIXES"]

@@ -9,6 +9,10 @@ the slices with tumor, the tumor voxels (tumor_pixels, tumor_percent) and, when 
 the voxel size, the volume in cm³; its tumor type is that of the slice with the most tumor (the
 middle one when none has any), whose number is in `slice`. Pixel spacing comes from a DICOM/NIfTI
 header, else --pixel-spacing. A bad file gets its error on its row and in the log; the rest go on.
+Files are held to the batch budget (medical_io.CLI_BUDGET: 40 Mpx a slice, 2^26 voxels a file, any
+number of slices analyzed whole); `nonfinite_pixels` counts NaN/inf values, left out of the window.
+Impossible settings (--threshold outside (0, 1), a --pixel-spacing that is not a positive number,
+an --out that is a file) are refused before any model loads: `error: ...`, exit status 2.
 
 Segmenters by name (--seg-model NAME: each segmenter folder under models/, by the name its
 metadata.json gives it), or any model folder or Hub repo id:
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -33,7 +38,7 @@ from .errors import TumorLensError
 from .inference import Pipeline, Segmentation
 from .model_record import METADATA_NAME, read_record
 from .registry import default_model, resolve_model, segmenter_name, segmenter_records
-from .medical_io import NIFTI_SUFFIXES, SCAN_SUFFIXES, read_scan
+from .medical_io import CLI_BUDGET, NIFTI_SUFFIXES, SCAN_SUFFIXES, read_scan
 from .scan_analysis import LARGEST, analyze_scan
 
 log = logging.getLogger("tumorlens.predict")
@@ -72,7 +77,7 @@ def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: floa
     classes = pipeline.classifier.label_names if pipeline.classifier else []
     fields = (["file", "status", "mask_file", "predicted_class"] + [f"prob_{c}" for c in classes]
               + ["tumor_found", "tumor_pixels", "tumor_percent", "area_mm2", "slices", "tumor_slices",
-                 "slice", "volume_cm3"])
+                 "slice", "volume_cm3", "nonfinite_pixels"])
     rows, used = [], set()
     for path in tqdm(collect_inputs(inputs), desc="predicting", unit="file"):
         row = {k: "" for k in fields}
@@ -96,7 +101,7 @@ def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: floa
 def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | None,
                  pixel_spacing_mm: float | None, used: set[str]) -> dict:
     """One input's row (and masks): a single slice as an image; a volume slice by slice."""
-    scan = read_scan(path)
+    scan = read_scan(path, budget=CLI_BUDGET)
     stem = _unique_stem(path, used)
     volume = scan.is_volume and pipeline.segmenter is not None
     on_slice = None
@@ -111,6 +116,9 @@ def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | N
                           spacing=None if scan.pixel_spacing_mm else pixel_spacing_mm,
                           slice_index=LARGEST if volume else None)
     row, seg, analysis = {"status": "ok", "slices": scan.n_slices}, result.segmentation, result.analysis
+    row["nonfinite_pixels"] = scan.nonfinite
+    if scan.nonfinite:
+        log.warning("%s: %s", path, scan.nonfinite_note())
     if scan.is_volume:
         row["slice"] = result.index
     if volume:
@@ -177,7 +185,25 @@ def pick_classifier(args, seg_requested: str | None) -> str | None:
     return default_model("classifier")
 
 
+def check_settings(args) -> str | None:
+    """Why the settings cannot work (a message), or None: checked before any model loads."""
+    if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 < args.threshold < 1.0):
+        return f"--threshold must lie strictly between 0 and 1 (a probability), not {args.threshold:g}"
+    if args.pixel_spacing is not None and not (math.isfinite(args.pixel_spacing) and args.pixel_spacing > 0):
+        return f"--pixel-spacing must be a positive number of mm per pixel, not {args.pixel_spacing:g}"
+    for folder in (args.out, *args.out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                return f"--out {args.out}: {folder} is a file; give a folder (it is created if missing)"
+            break
+    return None
+
+
 def run(args) -> int:
+    problem = check_settings(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         seg_requested = args.seg_model or default_model("segmenter")
         seg = resolve_model(seg_requested) if seg_requested else None

@@ -5,7 +5,10 @@ masks -> sizes. No Gradio here; the front ends turn `DataError`s into their own 
   size and modification time), so moving the app's slice slider does not decode the file again.
 - `analyze_scan(pipeline, scan, ...)` -> `ScanResult`: one slice segmented and classified; in
   whole-volume mode every slice is segmented (`VOLUME_BATCH` per model call) and the tumor volume
-  comes out in cm³ when the voxel size is known.
+  comes out in cm³ when the voxel size is known. With a `budget` (`medical_io.RequestBudget`; the
+  app passes `APP_BUDGET`), a volume of more than `budget.max_volume_slices` slices is refused in
+  whole-volume mode (BudgetError naming the `tumorlens predict` command that runs it whole); one
+  slice of it still analyzes.
 - `resolve_spacing`: the header's pixel spacing or the one a user gives; `report(result)`: the
   verdict (Markdown) and size text the app shows."""
 
@@ -22,7 +25,7 @@ import numpy as np
 from .errors import DataError
 from .inference import Analysis, Pipeline, Segmentation, Segmenter
 from .postprocess import DEFAULT_THRESHOLD
-from .medical_io import Scan, read_scan
+from .medical_io import CLI_BUDGET, RequestBudget, Scan, read_scan
 
 VOLUME_BATCH = 8           # slices per segmenter call in whole-volume mode
 SCAN_CACHE_SIZE = 4        # decoded files kept by `load_scan`
@@ -31,20 +34,20 @@ LARGEST = "largest"        # slice_index: the slice with the most tumor (whole-v
 
 # -- reading -------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=SCAN_CACHE_SIZE)
-def _read_cached(path: str, size: int, mtime_ns: int) -> Scan:
-    return read_scan(path)
+def _read_cached(path: str, size: int, mtime_ns: int, budget: RequestBudget) -> Scan:
+    return read_scan(path, budget=budget)
 
 
-def load_scan(path) -> Scan:
-    """`read_scan(path)`, from a small cache keyed by the resolved path, size and modification
-    time (a changed or replaced file is read again). Raises DataError as read_scan does."""
+def load_scan(path, budget: RequestBudget = CLI_BUDGET) -> Scan:
+    """`read_scan(path, budget=budget)`, from a small cache keyed by the resolved path, size and
+    modification time (a changed or replaced file is read again). Raises DataError as read_scan does."""
     if path is None:
-        return read_scan(path)
+        return read_scan(path, budget=budget)
     p = Path(path)
     if not p.is_file():
-        return read_scan(p)  # raises the DataError that explains it
+        return read_scan(p, budget=budget)  # raises the DataError that explains it
     st = p.stat()
-    return _read_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    return _read_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, budget)
 
 
 def model_threshold(pipeline: Pipeline | None) -> float:
@@ -143,12 +146,15 @@ def classify(pipeline: Pipeline, rgb: np.ndarray, seg: Segmentation | None) -> d
 
 def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = None,
                  spacing: float | None = None, slice_index: int | str | None = None, whole_volume: bool = False,
-                 progress=None, on_slice: Callable[[int, Segmentation], None] | None = None) -> ScanResult:
+                 progress=None, on_slice: Callable[[int, Segmentation], None] | None = None,
+                 budget: RequestBudget | None = None) -> ScanResult:
     """Segment and classify one slice of `scan` (None or -1: the middle one); with `whole_volume`,
     segment every slice too and keep each slice's tumor pixel count (for the volume in cm³).
 
     Whole-volume mode only: `slice_index=LARGEST` picks the slice with the most tumor (the middle
-    one when there is none), and `on_slice(index, segmentation)` sees every slice's segmentation."""
+    one when there is none), and `on_slice(index, segmentation)` sees every slice's segmentation;
+    `budget.max_volume_slices` (if given) caps the slices it segments: a longer volume is refused
+    (BudgetError) before any model call."""
     threshold = model_threshold(pipeline) if threshold is None else threshold
     if not 0.0 < float(threshold) < 1.0:
         raise DataError(None, f"threshold must lie between 0 and 1, not {threshold}")
@@ -156,6 +162,8 @@ def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = No
     largest = slice_index == LARGEST
     index = n // 2 if largest or slice_index is None or int(slice_index) < 0 else int(slice_index)
     rgb = scan.rgb(index)  # raises on an index out of range
+    if whole_volume and scan.is_volume and pipeline.segmenter is not None and budget is not None:
+        budget.check_whole_volume(scan.n_slices, scan.source)
     pixel_spacing, source = resolve_spacing(scan, spacing)
     notes = []
     if not (whole_volume and scan.is_volume and pipeline.segmenter is not None):
@@ -223,6 +231,8 @@ def report(result: ScanResult) -> tuple[str, str]:
         else:
             text += "; no voxel size in the header, so no cm³"
         lines.append(text)
+    if scan.nonfinite:
+        lines.append(scan.nonfinite_note())
     lines += result.notes
     if result.slice_tumor_px is not None:
         verdict = (f"### Tumor found\nOn {result.tumor_slices} of {scan.n_slices} slices." if result.tumor_found
