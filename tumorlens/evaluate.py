@@ -25,7 +25,7 @@ from .data import TUMOR_CLASSES
 from .data.registry import DatasetRecord, dataset_names, get_dataset
 from .errors import ConfigError, DataError, TumorLensError
 from .inference import Classifier, Segmenter
-from .metrics import (HEALTHY_MASK_MIN_PX, classification_report, dice, dice_definitions, dice_per_patient, iou,
+from .metrics import (HEALTHY_MASK_MIN_PX, calibration_report, classification_report, dice, dice_definitions, dice_per_patient, iou,
                       pixel_accuracy, size_groups, summarize_segmentation)
 from .models import EVAL_NAME, read_training_info
 from .preprocess import decode_image, decode_mask
@@ -213,7 +213,8 @@ def score_classifier(record: DatasetRecord, model_dir, root, fold, *, runtime: s
     probs = np.concatenate(probs)
     truth = np.asarray([labels.index(_column_value(rows, "label", lab)) for lab in rows["label"]])
     pred = probs.argmax(1)
-    return {"metrics": classification_report(truth, pred, labels), "names": names,
+    metrics = {**classification_report(truth, pred, labels), "calibration": _calibration(probs, truth, clf.temperature)}
+    return {"metrics": metrics, "names": names,
             "subset": lambda keep: classification_report(truth[keep], pred[keep], labels),
             "errors": [{"file_name": nm, "truth": labels[t], "predicted": labels[p], "confidence": float(pr.max())}
                        for nm, t, p, pr in zip(names, truth, pred, probs) if t != p],
@@ -221,6 +222,17 @@ def score_classifier(record: DatasetRecord, model_dir, root, fold, *, runtime: s
                          "input_size": clf.pre.size, "resize": "letterbox", "tta_hflip": clf.tta,
                          "input": "tumor region from the segmenter's mask" if seg is not None else "whole slice",
                          **({"roi": clf.pre.config.tumor_roi()} if seg is not None else {})}}
+
+
+def _calibration(probs: np.ndarray, truth: np.ndarray, temperature: float) -> dict:
+    """ECE, Brier and NLL of the answers as given (temperature-scaled) and as the raw logits would
+    give them: softmax(T * log p) recovers softmax(logits) exactly."""
+    logp = np.log(np.clip(probs, 1e-30, None)) * temperature
+    raw = np.exp(logp - logp.max(axis=1, keepdims=True))
+    raw /= raw.sum(axis=1, keepdims=True)
+    return {"temperature": temperature, "before": calibration_report(raw, truth), "after": calibration_report(probs, truth),
+            "definition": "ECE over 15 equal-width bins of top-class confidence; Brier summed over classes; "
+                          "temperature chosen on the validation split (inference_config.json)"}
 
 
 TASK_OF = {"segmenter": "segmentation", "classifier": "classification"}

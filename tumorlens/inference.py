@@ -90,12 +90,14 @@ class Segmenter:
 
 class Classifier:
     def __init__(self, model: torch.nn.Module, preprocess, label_names: Sequence[str], *, runtime: str = "auto",
-                 device: str = "cpu", precision: str = "auto", key: str = "classifier", tta: bool = False):
+                 device: str = "cpu", precision: str = "auto", key: str = "classifier", tta: bool = False,
+                 temperature: float = 1.0):
         self.pre = Preprocessor(preprocess)
         self.label_names = list(label_names)
         self.runner = Runner(model, self.pre.size, kind="classifier", cache_key=key, runtime=runtime, device=device,
                              precision=precision)
         self.tta = tta
+        self.temperature = float(temperature)  # chosen on validation: probabilities say how sure it is
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "Classifier":
@@ -103,6 +105,7 @@ class Classifier:
         tuned = read_inference_config(name_or_path)
         if tuned is not None:  # hflip TTA where it was chosen on validation data
             kwargs.setdefault("tta", bool(tuned.get("tta_hflip", False)))
+            kwargs.setdefault("temperature", float(tuned.get("temperature", 1.0)))
         return cls(model, pre, labels, key=model_key(name_or_path, "classifier"), **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +135,7 @@ class Classifier:
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
 
     def probabilities(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
-        return torch.softmax(torch.from_numpy(self.logits(images, masks)), dim=1).numpy()
+        return torch.softmax(torch.from_numpy(self.logits(images, masks)) / self.temperature, dim=1).numpy()
 
 
 @dataclass

@@ -136,3 +136,25 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], class_na
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
     }
+
+
+ECE_BINS = 15
+
+
+def calibration_report(probs: np.ndarray, labels: Sequence[int], bins: int = ECE_BINS) -> dict:
+    """How far confidence is from accuracy: expected calibration error (top-class confidence in `bins`
+    equal-width bins, weighted by their share), Brier score (mean squared error of the probability
+    vector against the one-hot truth, summed over classes) and mean negative log-likelihood."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) == 0:
+        return {"n": 0, "ece": None, "brier": None, "nll": None}
+    conf, pred = p.max(axis=1), p.argmax(axis=1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = sum(abs(float(conf[which == b].mean()) - float((pred[which == b] == y[which == b]).mean())) * (which == b).mean()
+              for b in range(bins) if (which == b).any())
+    onehot = np.eye(p.shape[1])[y]
+    return {"n": int(len(y)), "ece": float(ece), "brier": float(((p - onehot) ** 2).sum(axis=1).mean()),
+            "nll": float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean()), "bins": bins}
+

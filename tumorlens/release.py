@@ -15,7 +15,7 @@ from .errors import ConfigError
 from .model_record import ModelRecord, write_record
 from .models import TRAINING_INFO_NAME
 from .packs import patient_ids
-from .postprocess import INFERENCE_CONFIG_NAME, choose_tta, tune_postprocess
+from .postprocess import INFERENCE_CONFIG_NAME, choose_calibration, choose_tta, tune_postprocess
 from .training.specs import DataSpec, ReleaseSpec
 from .data.registry import get_dataset
 from .training.splits import train_val_packs, tumor_roi_packs, validation_source
@@ -53,6 +53,7 @@ def tune_classifier(folder: Path, val_pack: dict, data: DataSpec) -> dict:
     plain = np.concatenate([clf.runner(x[i:i + 64]).numpy() for i in range(0, len(x), 64)])
     flipped = np.concatenate([clf.runner(x[i:i + 64].flip(3)).numpy() for i in range(0, len(x), 64)])
     tuned = choose_tta(plain, flipped, val_pack["labels"])
+    tuned.update(choose_calibration((plain + flipped) / 2 if tuned["tta_hflip"] else plain, val_pack["labels"]))
     tuned["chosen_on"] = (f"{validation_source(data)} ({len(plain)} images, seed {data.seed}, "
                           f"runtime {clf.runner.runtime})")
     (folder / INFERENCE_CONFIG_NAME).write_text(json.dumps(tuned, indent=1) + "\n")
