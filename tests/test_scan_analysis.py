@@ -181,3 +181,23 @@ def test_spacing_entered_or_from_the_header(tmp_path):
     assert resolve_spacing(scan, 0) == ((0.8, 0.9), "header")  # the page's empty field
     assert resolve_spacing(scan, 0.8) == ((0.8, 0.9), "header")  # the header's row spacing, as the page fills it
     assert resolve_spacing(scan, 1.0) == ((1.0, 1.0), "entered")
+
+
+def test_the_verdict_says_uncertain_when_the_two_models_disagree():
+    from tumorlens.inference import Analysis, Segmentation
+    from tumorlens.scan_analysis import disagreement
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    small = np.zeros((64, 64), bool)
+    small[10:12, 10:13] = True
+    found = Segmentation(small.astype(np.float32), small, 0.5)
+    empty = Segmentation(np.zeros((64, 64), np.float32), np.zeros((64, 64), bool), 0.5)
+    healthy = {"glioma": 0.05, "meningioma": 0.03, "pituitary": 0.02, "no_tumor": 0.90}
+    glioma = {"glioma": 0.93, "meningioma": 0.03, "pituitary": 0.02, "no_tumor": 0.02}
+    text = disagreement(Analysis(rgb, found, healthy))
+    assert text.startswith("### Uncertain") and "6 px" in text and "0.90" in text
+    text = disagreement(Analysis(rgb, empty, glioma))
+    assert text.startswith("### Uncertain") and "glioma" in text and "0.93" in text
+    assert disagreement(Analysis(rgb, found, glioma)) is None      # they agree
+    assert disagreement(Analysis(rgb, empty, healthy)) is None
+    assert disagreement(Analysis(rgb, found, {**healthy, "no_tumor": 0.6, "glioma": 0.35})) is None  # not confident
+    assert disagreement(Analysis(rgb, found, {})) is None          # one model only

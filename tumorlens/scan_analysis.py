@@ -30,6 +30,9 @@ from .medical_io import CLI_BUDGET, RequestBudget, Scan, read_scan
 VOLUME_BATCH = 8           # slices per segmenter call in whole-volume mode
 SCAN_CACHE_SIZE = 4        # decoded files kept by `load_scan`
 LARGEST = "largest"        # slice_index: the slice with the most tumor (whole-volume mode)
+# a calibrated probability at which the classifier's word contradicts the segmenter's (see `disagreement`)
+DISAGREE_CONFIDENCE = 0.8
+NO_TUMOR = "no_tumor"
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -238,9 +241,30 @@ def report(result: ScanResult) -> tuple[str, str]:
         verdict = (f"### Tumor found\nOn {result.tumor_slices} of {scan.n_slices} slices." if result.tumor_found
                    else f"### No tumor found\nIn any of the {scan.n_slices} slices.")
     else:
-        verdict = f"### Tumor found\nOn {where}." if result.tumor_found else f"### No tumor found\nOn {where}."
+        verdict = disagreement(result.analysis) or (
+            f"### Tumor found\nOn {where}." if result.tumor_found else f"### No tumor found\nOn {where}.")
     return verdict, "\n".join(lines)
 
 
-__all__ = ["ScanResult", "analyze_scan", "classify", "describe_area", "load_scan", "model_threshold", "report",
+def disagreement(analysis: Analysis, confident: float = DISAGREE_CONFIDENCE) -> str | None:
+    """An 'uncertain' verdict (Markdown) when the two models contradict each other on one slice: a mask
+    where the tumor-type classifier is confident there is no tumor, or no mask where it is confident
+    there is one; None when they agree or there is only one model. Both numbers are shown."""
+    probs, seg = analysis.class_probabilities, analysis.segmentation
+    if not probs or seg is None or NO_TUMOR not in probs:
+        return None
+    healthy = probs[NO_TUMOR]
+    if analysis.tumor_found and healthy >= confident:
+        return (f"### Uncertain: small finding, the classifier disagrees\nThe segmenter outlined {seg.area_px:,} px, "
+                f"but the tumor-type classifier says no tumor with probability {healthy:.2f}. Treat the outline "
+                "with caution.")
+    tumor_class = analysis.predicted_class
+    if not analysis.tumor_found and tumor_class != NO_TUMOR and probs[tumor_class] >= confident:
+        return (f"### Uncertain: no outline, the classifier disagrees\nThe segmenter found nothing at its threshold, "
+                f"but the tumor-type classifier says {tumor_class} with probability {probs[tumor_class]:.2f}. "
+                "A lower threshold may show the region.")
+    return None
+
+
+__all__ = ["ScanResult", "analyze_scan", "classify", "describe_area", "disagreement", "load_scan", "model_threshold", "report",
            "resolve_spacing", "segment_slices", "LARGEST", "SCAN_CACHE_SIZE", "VOLUME_BATCH"]
