@@ -22,8 +22,9 @@ def test_the_set_holds_each_source_as_rgb_uint8():
 
 def test_no_mr_file_counts_as_out_of_scope():
     import pydicom
-    from pydicom.data import get_testdata_files
-    mr = {p.rsplit("/", 1)[-1] for p in get_testdata_files("*.dcm")
+
+    from tumorlens.bench.out_of_scope import dicom_test_files
+    mr = {p.name for p in dicom_test_files()
           if getattr(pydicom.dcmread(p, stop_before_pixels=True, force=True), "Modality", None) == "MR"}
     assert mr and not mr & {name.split("/", 1)[1] for name, _ in pydicom_images()}
 
