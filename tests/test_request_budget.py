@@ -164,7 +164,9 @@ def test_nan_and_inf_are_left_out_of_the_window_and_reported_by_every_reader(tmp
     ga, gb = sa.rgb(0)[..., 0], sb.rgb(0)[..., 0]
     finite = np.isfinite(dirty)
     assert ga.max() == 255 and np.array_equal(ga[finite], gb[finite])  # same window
-    assert (gb[np.isnan(dirty) | np.isneginf(dirty)] == 0).all() and (gb[np.isposinf(dirty)] == 255).all()
+    bad = ~finite  # each takes its nearest finite neighbour's level: no black or white specks
+    step = max(np.abs(np.diff(ga.astype(int), axis=k)).max() for k in (0, 1))  # the ramp's largest neighbour step
+    assert np.abs(gb[bad].astype(int) - ga[bad].astype(int)).max() <= step
     assert any("12 pixels held no number" in n for n in sb.notes)
     _, size = analyze_for_ui(stand_in_pipeline(), Request(str(b), 0.5))[4:]
     assert "12 pixels held no number (NaN or infinity)" in size

@@ -114,7 +114,8 @@ def _blocks(arr: np.ndarray):
 
 def window(arr: np.ndarray) -> tuple[np.ndarray, int]:
     """(`window_to_uint8(arr)`, how many of its values are NaN or +-inf). Works a block at a time,
-    so windowing takes the uint8 result plus a few MB, not float32 copies of the whole array."""
+    so windowing takes the uint8 result plus a few MB, not float32 copies of the whole array. Non-finite
+    values never set the window and take their nearest finite neighbour's level (`fill_from_neighbours`)."""
     arr = np.asarray(arr)
     if arr.dtype == np.uint8:
         return arr, 0
@@ -131,22 +132,47 @@ def window(arr: np.ndarray) -> tuple[np.ndarray, int]:
     if not hi > lo:  # no finite value, or a flat image
         return out, nonfinite
     scale = np.float32(255.0 / (hi - lo))
+    bad = np.zeros(arr.shape, bool) if nonfinite else None
     for start, block in _blocks(arr):
         x = block.astype(np.float32)  # a copy, worked on in place
         if nonfinite:
+            bad[start:start + len(block)] = ~np.isfinite(x)
             np.nan_to_num(x, copy=False, nan=lo, posinf=hi, neginf=lo)
         x -= np.float32(lo)
         x *= scale
         np.rint(x, out=x)
         np.clip(x, 0, 255, out=x)
         out[start:start + len(block)] = x
+    if nonfinite:
+        fill_from_neighbours(out, bad)
     return out, nonfinite
+
+
+MAX_FILL_REGIONS = 10_000  # past this many separate holes, they stay at the window's ends (cost bound)
+
+
+def fill_from_neighbours(out: np.ndarray, bad: np.ndarray) -> None:
+    """Each non-finite value takes the windowed value of its nearest finite neighbour, in place, so a
+    few NaN/inf pixels look like the tissue around them rather than black or white specks the models
+    could read as structure. Works hole by hole in padded boxes: memory stays near the holes' size."""
+    from scipy import ndimage
+    labels, n = ndimage.label(bad)
+    if n == 0 or n > MAX_FILL_REGIONS or bad.all():
+        return
+    for region in ndimage.find_objects(labels):
+        box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in region)
+        holes = bad[box]
+        if holes.all():  # a hole that fills its padded box (the array's edge): leave it at the window's end
+            continue
+        nearest = ndimage.distance_transform_edt(holes, return_distances=False, return_indices=True)
+        sub = out[box]
+        sub[holes] = sub[tuple(i[holes] for i in nearest)]
 
 
 def window_to_uint8(arr: np.ndarray) -> np.ndarray:
     """One min-max window over the finite values of 16-bit, signed or float data -> uint8 (MRI
     intensities have no fixed scale; a stack shares one window so its slices stay comparable).
-    NaN and -inf become the window's low end (background), +inf its high end; they never set it.
+    NaN and +-inf never set it and take their nearest finite neighbour's level.
     Every reader (plain images, DICOM, NIfTI) windows through here; `window` also counts them."""
     return window(arr)[0]
 

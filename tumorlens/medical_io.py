@@ -95,7 +95,7 @@ class Scan:
             return None
         n = self.nonfinite
         return (f"{n:,} pixel{'s' if n != 1 else ''} held no number (NaN or infinity): left out of the "
-                "intensity window, shown as background (NaN, -inf) or the brightest level (+inf).")
+                "intensity window and filled from their nearest neighbours.")
 
 
 # -- entry point ---------------------------------------------------------------------------
