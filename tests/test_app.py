@@ -408,6 +408,10 @@ def test_build_space_references_models_and_holds_no_data(tmp_path):
     card = SpaceCard.load(out / "README.md").data
     assert card.sdk_version == "6.31.0" and card.datasets == ["someone/brisc2025"]
     assert card.models == list(DEFAULT_HUB_MODELS.values()) + lgg_repos
+    # serving the LGG model (CC BY-NC-SA data) binds the Space to its licence; without it, the code's
+    assert card.license == ("cc-by-nc-sa-4.0" if lgg_repos else "apache-2.0")
+    without = build_space(tmp_path / "space-brisc-only", segmenters={})
+    assert SpaceCard.load(without / "README.md").data.license == "apache-2.0"
     suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
     assert suffixes <= {".py", ".md", ".txt", ".json"}, suffixes
     check_space_folder(out)

@@ -107,6 +107,19 @@ def _model_ref(kind: str, value: str | None, out: Path, include_weights: bool, *
     return _check_repo_id(value, what), value
 
 
+def space_licence(default: str, folders: list[str]) -> str:
+    """The Space's licence: `default` (the code's), unless it serves a model whose training data bind its
+    weights to another licence (the LGG model: CC BY-NC-SA 4.0, from kaggle_3m), which then binds the Space."""
+    from .data.registry import get_dataset
+    from .model_record import read_record
+    for folder in folders:
+        trained_on = read_record(folder).trained_on
+        licence = get_dataset(trained_on).model_licence if trained_on else None
+        if licence and licence != default:
+            return licence
+    return default
+
+
 def extra_segmenters_shipped() -> dict[str, None]:
     """The segmenters besides the default that are under models/ here (None: use
     each one's own reference, its Hub repo id or, with include_weights, its folder)."""
@@ -158,6 +171,7 @@ def build_space(out: str | Path, *, seg_model: str | None = None, cls_model: str
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*"))
         card = SpaceCard.load(space_dir / "README.md")
         card.data.models = [r for r in (seg_repo, cls_repo, *(repo for _, repo in extra_refs.values())) if r] or None
+        card.data.license = space_licence(card.data.license, [shipped[n] for n in extra_refs if n in shipped])
         card.data.datasets = [examples_dataset] if examples_dataset else None
         card.save(out / "README.md")
         config = {"seg_model": seg_ref, "cls_model": cls_ref, "examples_dataset": examples_dataset}
