@@ -126,6 +126,11 @@ def test_predict_cli_reads_nifti_and_dicom_with_the_shipped_segmenter(tmp_path):
     assert vol["slices"] == "3" and vol["mask_file"] == "vol_masks/" and vol["volume_cm3"] != ""
     assert len(list((out / "vol_masks").glob("slice_*.png"))) == 3
     assert int(vol["tumor_pixels"]) == sum(int(mask_png(f).sum()) for f in (out / "vol_masks").iterdir())
+    # the NIfTI input also gets its mask as a volume in its own geometry: same affine, same voxel count
+    import nibabel as nib
+    saved, source = nib.load(str(out / vol["nifti_mask_file"])), nib.load(str(inputs / "vol.nii"))
+    assert np.allclose(saved.affine, source.affine) and saved.shape == source.shape
+    assert int(np.asarray(saved.dataobj).sum()) == int(vol["tumor_pixels"])
     assert mr["slices"] == "1" and mask_png(out / mr["mask_file"]).shape == (64, 64)
     assert mr["predicted_class"] == "" and float(mr["area_mm2"]) == pytest.approx(int(mr["tumor_pixels"]) * 0.3125 ** 2,
                                                                        abs=0.01)

@@ -4,7 +4,8 @@ Reads what the app reads: plain images (PNG, JPEG, TIFF, BMP), DICOM files (.dcm
 volumes (.nii, .nii.gz); folders are searched for them. Writes one row per input in
 OUT/predictions.csv and the masks (0/255, each slice's own size): OUT/<stem>_mask.png for a
 single slice; for a volume (a multi-frame DICOM, a 3-D NIfTI) OUT/<stem>_masks/slice_NNN.png per
-slice, slices numbered and oriented as the app shows them. A volume's row gives its slice count,
+slice, slices numbered and oriented as the app shows them, and for a NIfTI input also
+OUT/<stem>_mask.nii.gz, the mask volume in the input's own voxel order with its affine. A volume's row gives its slice count,
 the slices with tumor, the tumor voxels (tumor_pixels, tumor_percent) and, when the header gives
 the voxel size, the volume in cm³; its tumor type is that of the slice with the most tumor (the
 middle one when none has any), whose number is in `slice`. Pixel spacing comes from a DICOM/NIfTI
@@ -38,6 +39,7 @@ from .errors import TumorLensError
 from .inference import Pipeline, Segmentation
 from .model_record import METADATA_NAME, read_record
 from .registry import default_model, resolve_model, segmenter_name, segmenter_records
+from .scan_export import write_nifti_mask
 from .medical_io import CLI_BUDGET, NIFTI_SUFFIXES, SCAN_SUFFIXES, read_scan
 from .scan_analysis import LARGEST, analyze_scan
 
@@ -77,7 +79,7 @@ def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: floa
     classes = pipeline.classifier.label_names if pipeline.classifier else []
     fields = (["file", "status", "mask_file", "predicted_class"] + [f"prob_{c}" for c in classes]
               + ["tumor_found", "tumor_pixels", "tumor_percent", "area_mm2", "slices", "tumor_slices",
-                 "slice", "volume_cm3", "nonfinite_pixels"])
+                 "slice", "volume_cm3", "nifti_mask_file", "nonfinite_pixels"])
     rows, used = [], set()
     for path in tqdm(collect_inputs(inputs), desc="predicting", unit="file"):
         row = {k: "" for k in fields}
@@ -110,8 +112,11 @@ def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | N
         masks.mkdir(exist_ok=True)
         digits = max(3, len(str(scan.n_slices - 1)))
 
+        slice_masks: list[np.ndarray] = []
+
         def on_slice(i: int, seg: Segmentation) -> None:
             _save_mask(seg, masks / f"slice_{i:0{digits}d}.png")
+            slice_masks.append(seg.mask)
     result = analyze_scan(pipeline, scan, threshold=threshold, whole_volume=volume, on_slice=on_slice,
                           spacing=None if scan.pixel_spacing_mm else pixel_spacing_mm,
                           slice_index=LARGEST if volume else None)
@@ -122,6 +127,9 @@ def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | N
     if scan.is_volume:
         row["slice"] = result.index
     if volume:
+        if scan.kind == "nifti":  # the mask also in the input's own geometry (affine, voxel order)
+            write_nifti_mask(scan, slice_masks, out / f"{stem}_mask.nii.gz")
+            row["nifti_mask_file"] = f"{stem}_mask.nii.gz"
         row.update(mask_file=f"{masks.name}/", tumor_found=result.tumor_found, tumor_pixels=result.tumor_voxels,
                    tumor_percent=round(100 * result.tumor_voxels / (scan.n_slices * seg.mask.size), 4),
                    tumor_slices=result.tumor_slices)
