@@ -132,5 +132,14 @@ def test_predict_cli_reads_nifti_and_dicom_with_the_shipped_segmenter(tmp_path):
     assert np.allclose(saved.affine, source.affine) and saved.shape == source.shape
     assert int(np.asarray(saved.dataobj).sum()) == int(vol["tumor_pixels"])
     assert mr["slices"] == "1" and mask_png(out / mr["mask_file"]).shape == (64, 64)
+    # the DICOM input also gets a DICOM Segmentation: it references the input, its frame is the mask
+    import highdicom as hd
+    import pydicom
+    seg, source = hd.seg.segread(out / mr["dicom_seg_file"]), pydicom.dcmread(MR_SMALL)
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    assert referenced == source.SOPInstanceUID and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    frame = np.asarray(seg.pixel_array)
+    assert np.array_equal(frame.reshape(64, 64).astype(bool), mask_png(out / mr["mask_file"]).astype(bool))
+    assert pydicom.dcmread(out / mr["dicom_seg_file"]).Modality == "SEG"
     assert mr["predicted_class"] == "" and float(mr["area_mm2"]) == pytest.approx(int(mr["tumor_pixels"]) * 0.3125 ** 2,
                                                                        abs=0.01)

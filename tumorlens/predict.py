@@ -5,7 +5,8 @@ volumes (.nii, .nii.gz); folders are searched for them. Writes one row per input
 OUT/predictions.csv and the masks (0/255, each slice's own size): OUT/<stem>_mask.png for a
 single slice; for a volume (a multi-frame DICOM, a 3-D NIfTI) OUT/<stem>_masks/slice_NNN.png per
 slice, slices numbered and oriented as the app shows them, and for a NIfTI input also
-OUT/<stem>_mask.nii.gz, the mask volume in the input's own voxel order with its affine. A volume's row gives its slice count,
+OUT/<stem>_mask.nii.gz, the mask volume in the input's own voxel order with its affine; a DICOM
+input also gets OUT/<stem>_seg.dcm, a DICOM Segmentation referencing it. A volume's row gives its slice count,
 the slices with tumor, the tumor voxels (tumor_pixels, tumor_percent) and, when the header gives
 the voxel size, the volume in cm³; its tumor type is that of the slice with the most tumor (the
 middle one when none has any), whose number is in `slice`. Pixel spacing comes from a DICOM/NIfTI
@@ -35,11 +36,11 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .errors import TumorLensError
+from .errors import DataError, TumorLensError
 from .inference import Pipeline, Segmentation
 from .model_record import METADATA_NAME, read_record
 from .registry import default_model, resolve_model, segmenter_name, segmenter_records
-from .scan_export import write_nifti_mask
+from .scan_export import write_dicom_seg, write_nifti_mask
 from .medical_io import CLI_BUDGET, NIFTI_SUFFIXES, SCAN_SUFFIXES, read_scan
 from .scan_analysis import LARGEST, analyze_scan
 
@@ -79,7 +80,7 @@ def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: floa
     classes = pipeline.classifier.label_names if pipeline.classifier else []
     fields = (["file", "status", "mask_file", "predicted_class"] + [f"prob_{c}" for c in classes]
               + ["tumor_found", "tumor_pixels", "tumor_percent", "area_mm2", "slices", "tumor_slices",
-                 "slice", "volume_cm3", "nifti_mask_file", "nonfinite_pixels"])
+                 "slice", "volume_cm3", "nifti_mask_file", "dicom_seg_file", "nonfinite_pixels"])
     rows, used = [], set()
     for path in tqdm(collect_inputs(inputs), desc="predicting", unit="file"):
         row = {k: "" for k in fields}
@@ -141,6 +142,13 @@ def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | N
                    tumor_percent=round(100 * seg.area_fraction, 4))
         if analysis.area_mm2 is not None:
             row["area_mm2"] = round(analysis.area_mm2, 2)
+    dicom_masks = slice_masks if volume else [seg.mask] if seg is not None else None
+    if scan.kind == "dicom" and dicom_masks is not None:  # a DICOM Segmentation referencing the input
+        try:
+            write_dicom_seg(scan, dicom_masks, out / f"{stem}_seg.dcm")
+            row["dicom_seg_file"] = f"{stem}_seg.dcm"
+        except DataError as exc:  # e.g. a file without study/series UIDs: the PNG masks still stand
+            log.warning("%s: no DICOM Segmentation: %s", path, exc.reason)
     if analysis.class_probabilities:
         row["predicted_class"] = analysis.predicted_class
         row.update({f"prob_{c}": round(p, 6) for c, p in analysis.class_probabilities.items()})
