@@ -2,8 +2,9 @@
 Runtime (exported once per weights file and cached under paths.onnx_cache_dir()).
 
 The runtime is chosen once, when a runner is built, from what the caller asks and the model's kind
-(segmenter or classifier), and recorded on the runner with that kind. 'auto' takes ONNX Runtime on
-CPUs without native bf16, where it measured faster, and torch elsewhere."""
+(segmenter or classifier), and recorded on the runner with that kind. 'auto' (see `pick_runtime`, where
+the measurements are): the classifier in ONNX Runtime on any CPU; the segmenter in torch where bf16 is
+native, in ONNX Runtime elsewhere; torch on a GPU."""
 
 from __future__ import annotations
 
