@@ -25,8 +25,8 @@ from .data import TUMOR_CLASSES
 from .data.registry import DatasetRecord, dataset_names, get_dataset
 from .errors import ConfigError, DataError, TumorLensError
 from .inference import Classifier, Segmenter
-from .metrics import (HEALTHY_MASK_MIN_PX, calibration_report, classification_report, dice, dice_definitions, dice_per_patient, iou,
-                      pixel_accuracy, size_groups, summarize_segmentation)
+from .metrics import (HEALTHY_MASK_MIN_PX, calibration_report, classification_report, dice, dice_definitions,
+                      dice_per_patient, iou, pixel_accuracy, size_groups, softmax, summarize_segmentation)
 from .models import EVAL_NAME, read_training_info
 from .preprocess import decode_image, decode_mask
 from .hardware import hardware_summary
@@ -227,9 +227,7 @@ def score_classifier(record: DatasetRecord, model_dir, root, fold, *, runtime: s
 def _calibration(probs: np.ndarray, truth: np.ndarray, temperature: float) -> dict:
     """ECE, Brier and NLL of the answers as given (temperature-scaled) and as the raw logits would
     give them: softmax(T * log p) recovers softmax(logits) exactly."""
-    logp = np.log(np.clip(probs, 1e-30, None)) * temperature
-    raw = np.exp(logp - logp.max(axis=1, keepdims=True))
-    raw /= raw.sum(axis=1, keepdims=True)
+    raw = softmax(np.log(np.clip(probs, 1e-30, None)) * temperature)
     return {"temperature": temperature, "before": calibration_report(raw, truth), "after": calibration_report(probs, truth),
             "definition": "ECE over 15 equal-width bins of top-class confidence; Brier summed over classes; "
                           "temperature chosen on the validation split (inference_config.json)"}

@@ -141,6 +141,13 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], class_na
 ECE_BINS = 15
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of N x K logits (or log-probabilities), in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def calibration_report(probs: np.ndarray, labels: Sequence[int], bins: int = ECE_BINS) -> dict:
     """How far confidence is from accuracy: expected calibration error (top-class confidence in `bins`
     equal-width bins, weighted by their share), Brier score (mean squared error of the probability

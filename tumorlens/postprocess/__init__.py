@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..metrics import HEALTHY_MASK_MIN_PX, dice
+from ..metrics import HEALTHY_MASK_MIN_PX, dice, softmax
 from ..models import fetch_file
 
 DEFAULT_THRESHOLD = 0.5
@@ -109,19 +109,13 @@ def tune_postprocess(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                      **({"dice_per_patient": np.round(score, 5).tolist()} if patients is not None else {})}}
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T minimising validation NLL of softmax(logits / T) (Guo et al. 2017): one
     number, so the predicted class never changes. Golden-section search over log T in [-3, 3]."""
     z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
 
     def nll(log_t: float) -> float:
-        p = _softmax(z / np.exp(log_t))
+        p = softmax(z / np.exp(log_t))
         return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
     lo, hi, g = -3.0, 3.0, (np.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
@@ -140,8 +134,8 @@ def choose_calibration(logits: np.ndarray, labels: np.ndarray) -> dict:
     with the validation ECE, Brier and NLL before and after."""
     from ..metrics import calibration_report
     t = fit_temperature(logits, labels)
-    return {"temperature": t, "calibration_val": {"before": calibration_report(_softmax(np.asarray(logits, float)), labels),
-                                                  "after": calibration_report(_softmax(np.asarray(logits, float) / t), labels)}}
+    return {"temperature": t, "calibration_val": {"before": calibration_report(softmax(np.asarray(logits, float)), labels),
+                                                  "after": calibration_report(softmax(np.asarray(logits, float) / t), labels)}}
 
 
 def choose_tta(plain_logits: np.ndarray, flipped_logits: np.ndarray, labels: np.ndarray) -> dict:
