@@ -17,6 +17,7 @@ import segmentation_models_pytorch as smp
 import timm
 import torch
 
+from _hub_cache import as_hub_cache, offline_env
 from _tiny_models import REPO, train_tiny
 from tumorlens import models
 from tumorlens.data import TUMOR_CLASSES
@@ -86,20 +87,10 @@ def test_classifier_round_trip_and_three_loaders_agree(tiny):
     assert abs(sum(o["score"] for o in out) - 1) < 1e-4
 
 
-def _as_hub_cache(folder: Path, cache: Path, repo_id: str) -> None:
-    """Lay `folder` out the way huggingface_hub caches a downloaded model repo."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    root = cache / f"models--{repo_id.replace('/', '--')}"
-    snap = root / "snapshots" / commit
-    shutil.copytree(folder, snap)
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(commit)
-
-
 def test_load_by_repo_id_from_offline_hf_cache(tiny, tmp_path):
     cache = tmp_path / "hub"
-    _as_hub_cache(tiny["segmenter"][1], cache, "tumorlens/tiny-seg")
-    _as_hub_cache(tiny["classifier"][1], cache, "tumorlens/tiny-cls")
+    as_hub_cache(tiny["segmenter"][1], cache, "tumorlens/tiny-seg")
+    as_hub_cache(tiny["classifier"][1], cache, "tumorlens/tiny-cls")
     script = """
 import torch, timm, transformers
 from tumorlens import models
@@ -115,8 +106,8 @@ p = Pipeline.from_pretrained("tumorlens/tiny-seg", "tumorlens/tiny-cls", runtime
 r = p.analyze(r"%s")
 print("OK", pre.input_size, labels, r.segmentation.mask.shape)
 """ % TEST_IMAGES[0]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], env=offline_env(cache, tmp_path / "home"),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK 256" in proc.stdout
 

@@ -57,6 +57,7 @@ class Segmenter:
         if tuned is not None:
             for key in ("threshold", "min_component_fraction"):
                 kwargs.setdefault(key, tuned[key])
+            kwargs.setdefault("tta", bool(tuned.get("tta_hflip", True)))  # older folders: tuned with the flip
         kwargs.setdefault("record", read_record(name_or_path))
         return cls(model, pre, key=model_key(name_or_path, "segmenter"), **kwargs)
 

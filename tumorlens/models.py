@@ -3,7 +3,9 @@
 Segmenter: segmentation-models-pytorch's layout (config.json with `_model_class` and init args,
 model.safetensors) plus preprocessor_config.json; `smp.from_pretrained` loads it as is.
 Classifier: timm's layout (config.json with architecture, label_names and a pretrained_cfg
-carrying mean/std/input size); loads with timm `local-dir:`/`hf-hub:` and transformers."""
+carrying mean/std/input size); loads with timm `local-dir:`/`hf-hub:` and transformers.
+Both carry the transformers code (tumorlens.hub_code) that gives TumorLens's outputs through
+`pipeline(..., trust_remote_code=True)`."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from huggingface_hub import hf_hub_download
 from timm.models import save_for_hf
 
 from .errors import DataError
+from .hub_code import add_transformers_code
 from .preprocess import PREPROCESSOR_CONFIG_NAME, PreprocessConfig
 
 TRAINING_INFO_NAME = "training_info.json"
@@ -95,6 +98,7 @@ def save_segmenter(model: torch.nn.Module, folder: str | Path, preprocess: Prepr
     folder.mkdir(parents=True, exist_ok=True)
     _half_copy(model, fp16).save_pretrained(str(folder))
     preprocess.save(folder)
+    add_transformers_code(folder, "segmenter")  # transformers' image-segmentation pipeline, same masks
     if training_info is not None:
         (folder / TRAINING_INFO_NAME).write_text(json.dumps(training_info, indent=2, default=str) + "\n")
     return folder
@@ -136,6 +140,8 @@ def save_classifier(model: torch.nn.Module, folder: str | Path, label_names: lis
         cfg.pop("model_args", None)
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     preprocess.save(folder)
+    if not preprocess.crop_to_tumor:  # a mask-guided one needs the segmenter: no standalone pipeline
+        add_transformers_code(folder, "classifier")
     if training_info is not None:
         (folder / TRAINING_INFO_NAME).write_text(json.dumps(training_info, indent=2, default=str) + "\n")
     return folder

@@ -17,7 +17,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -25,6 +24,8 @@ from .decode import (IMAGE_SUFFIXES, MASK_THRESHOLD, MAX_IMAGE_PIXELS, MIN_IMAGE
                      array_to_rgb, binarize_mask, check_image_size, decode_image, decode_image_counted, decode_mask,
                      mode_bytes, open_image, window, window_to_uint8)
 from .errors import DataError
+# the letterbox is defined once, in the file that also ships inside every model repo
+from .hub_code.letterbox import Letterbox, letterbox_geometry, letterbox_image, restore_map  # noqa: F401 - re-exported
 
 # the ImageNet statistics every shipped encoder was pretrained with, as timm states them
 IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
@@ -34,36 +35,6 @@ PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 # each side (context for the tumor's edge and its neighbourhood), never under this share of the image.
 ROI_MARGIN = 0.25
 ROI_MIN_SIDE = 0.3
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """How an image of `orig_h` x `orig_w` was scaled and padded into a `size` square."""
-
-    orig_h: int
-    orig_w: int
-    size: int
-    new_h: int
-    new_w: int
-    top: int
-    left: int
-
-
-def letterbox_geometry(h: int, w: int, size: int) -> Letterbox:
-    scale = size / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    return Letterbox(h, w, size, new_h, new_w, (size - new_h) // 2, (size - new_w) // 2)
-
-
-def letterbox_image(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """HxWx3 uint8 -> size x size x 3 uint8, aspect kept, zero padding centred."""
-    box = letterbox_geometry(rgb.shape[0], rgb.shape[1], size)
-    out = np.zeros((size, size, 3), dtype=np.uint8)
-    resized = rgb
-    if (box.new_h, box.new_w) != rgb.shape[:2]:
-        resized = np.asarray(Image.fromarray(rgb).resize((box.new_w, box.new_h), Image.BILINEAR))
-    out[box.top : box.top + box.new_h, box.left : box.left + box.new_w] = resized
-    return out, box
 
 
 def letterbox_mask(mask01: np.ndarray, size: int) -> np.ndarray:
@@ -111,14 +82,6 @@ def crop_to_tumor(rgb: np.ndarray, mask01: np.ndarray | None, margin: float = RO
         return rgb
     top, left, bottom, right = box
     return np.ascontiguousarray(rgb[top:bottom, left:right])
-
-
-def restore_map(prob: torch.Tensor | np.ndarray, box: Letterbox) -> np.ndarray:
-    """A size x size map (probabilities) -> the original H x W grid (bilinear), padding dropped."""
-    t = torch.as_tensor(np.asarray(prob, dtype=np.float32))
-    crop = t[box.top : box.top + box.new_h, box.left : box.left + box.new_w]
-    out = F.interpolate(crop[None, None], size=(box.orig_h, box.orig_w), mode="bilinear", align_corners=False)
-    return out[0, 0].numpy()
 
 
 @dataclass

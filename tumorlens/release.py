@@ -38,6 +38,7 @@ def tune_segmenter(folder: Path, data: DataSpec) -> dict:
     val = train_val_packs("segmentation", seg.pre.size, replace(data, extra_train=None)).val
     probs = seg.probabilities(list(val["images"]))
     tuned = tune_postprocess(probs, val["masks"], patients=patient_ids(val))  # LGG: per patient, as Buda et al. 2019
+    tuned["tta_hflip"] = seg.tta  # the maps above were averaged with the mirrored view: it is part of the setting
     tuned["chosen_on"] = f"{validation_source(data)} ({len(probs)} slices, seed {data.seed})"
     (folder / INFERENCE_CONFIG_NAME).write_text(json.dumps(tuned, indent=1) + "\n")
     return tuned

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..hub_code.mask_cleanup import clean_mask  # noqa: F401 - re-exported; shared with the segmenter repos' code
 from ..metrics import HEALTHY_MASK_MIN_PX, dice, softmax
 from ..models import fetch_file
 
@@ -33,17 +34,6 @@ MAX_VAL_HEALTHY_FP = 0.02  # the issue's moonshot bound; its target allows 5 %
 # Down to 0.01: the LGG models' best validation threshold sat on the old 0.05 floor (their maps are
 # faint at the FLAIR margins), and per-patient Dice kept rising below it.
 THRESHOLD_GRID = (0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
-
-
-def clean_mask(mask: np.ndarray, min_px: int) -> np.ndarray:
-    """Drop connected components smaller than `min_px` pixels."""
-    if min_px <= 1 or not mask.any():
-        return mask
-    labels, n = ndimage.label(mask)
-    sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[1:] = sizes >= min_px
-    return keep[labels]
 
 
 def read_inference_config(name_or_path: str | Path) -> dict | None:
