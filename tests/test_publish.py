@@ -287,8 +287,9 @@ def test_publish_pushes_each_model_to_owner_with_its_card_naming_that_repo(fake_
 
     built = []
 
-    def fake_build(name, root, out, *, push_to_hub=None, private=False, **kwargs):
-        built.append((name, push_to_hub))
+    def fake_build(name, root, out, *, push_to_hub=None, private=False, task=None, config_name="default",
+                   set_default=None, **kwargs):
+        built.append((name, push_to_hub, task, config_name, set_default))
         if name == "figshare":  # one item failing is reported and the rest go on
             raise hub_http.ConnectError("[Errno 111] Connection refused")
         return {"train": [1, 2], "test": [3]}
@@ -304,9 +305,11 @@ def test_publish_pushes_each_model_to_owner_with_its_card_naming_that_repo(fake_
     for name in SHIPPED:
         up = uploads[f"someone/{name}"]
         assert up["repo_type"] == "model"
-        assert {"config.json", "model.safetensors", "README.md", "eval.json"} <= set(up["files"])
-        readme = up["readme"]
         kind = publish.model_kind(MODELS_DIR / name)
+        # everything a stranger needs: the record, the post-processing, the transformers code
+        assert {"config.json", "model.safetensors", "README.md", "eval.json", "metadata.json", "inference_config.json",
+                "preprocessor_config.json", "image_processing_tumorlens.py", f"modeling_tumorlens_{kind}.py"} <= set(up["files"])
+        readme = up["readme"]
         snippet = (f'from_pretrained("someone/{name}")' if kind == "segmenter"
                    else f'"hf-hub:someone/{name}"')
         assert snippet in readme, name
@@ -324,11 +327,14 @@ def test_publish_pushes_each_model_to_owner_with_its_card_naming_that_repo(fake_
     assert created["someone/tumorlens"]["repo_type"] == "space" and created["someone/tumorlens"]["space_sdk"] == "gradio"
 
     from tumorlens.data.registry import dataset_names
-    assert built == [(n, f"someone/{n}") for n in dataset_names()]
+    # BRISC 2025 as two configs of one repo (classification the default), the others as their one view
+    assert built[:2] == [("brisc2025", "someone/brisc2025", "classification", "classification", True),
+                         ("brisc2025", "someone/brisc2025", "segmentation", "segmentation", None)]
+    assert built[2:] == [(n, f"someone/{n}", None, "default", None) for n in dataset_names() if n != "brisc2025"]
     failed = [line for line in out.out.splitlines() if line.startswith("failed")]
     assert len(failed) == 1 and "someone/figshare" in failed[0]
     assert_one_clean_line(failed[0], constants.ENDPOINT, "cannot connect")
-    assert "1 of 7 failed" in out.err or "failed: someone/figshare" in out.err
+    assert "1 of 8 failed" in out.err or "failed: someone/figshare" in out.err
 
 
 def test_publish_with_an_unreachable_hub_stops_at_the_check(closed_endpoint, monkeypatch, capsys):

@@ -8,7 +8,7 @@ The plan:
 - each shipped model folder models/<name> -> OWNER/<name> (model repo). Its card is re-rendered in a
   temporary copy with that repo id, so its snippets load that repo; models/<name> itself is not changed;
 - each registered dataset (tumorlens.data.registry) -> OWNER/<dataset> (dataset repo), built from its
-  original layout (`tumorlens data build`, default view) into a temporary folder and pushed with its card;
+  original layout (`tumorlens data build`; BRISC 2025 both views, as two configs) into a temporary folder and pushed with its card;
 - the Space (tumorlens.space_bundle.build_space into a temporary folder, loading the models from OWNER's
   repos and its examples from OWNER/brisc2025) -> OWNER/tumorlens (space repo).
 
@@ -48,6 +48,8 @@ class PublishItem:
     source: str
     detail: str = ""    # file count and size, the dataset view, the Space's references
     problem: str = ""   # why it cannot be pushed from here (reported as a failure; not fatal to the rest)
+    view: str | None = None    # a dataset's view (its Hub config name); None: the dataset's only one
+    default_view: bool = False
 
     def line(self) -> str:
         note = f" ({self.detail})" if self.detail else ""
@@ -102,6 +104,9 @@ def plan_models(owner: str, models_dir: Path = MODELS_DIR) -> list[PublishItem]:
 
 
 def plan_datasets(owner: str, data_home: str | Path | None = None) -> list[PublishItem]:
+    """One item per dataset view: BRISC 2025's classification and segmentation views go to one repo as
+    two configs (`load_dataset(repo, "segmentation")`), the first the default."""
+    from .data.cards import PUBLISHED_VIEWS
     from .data.registry import dataset_names, get_dataset
 
     items = []
@@ -112,9 +117,12 @@ def plan_datasets(owner: str, data_home: str | Path | None = None) -> list[Publi
             source = str(record.find_root(record.root_in(data_home)))
         except TumorLensError as exc:
             source, problem = str(record.root_in(data_home) or f"${record.root_env} / data home"), str(exc)
-        items.append(PublishItem("dataset", name, f"{owner}/{name}", "dataset", source,
-                                 f"{record.title}, licence {record.licence}; default view, built in a temp folder",
-                                 problem))
+        views = PUBLISHED_VIEWS.get(name, (None,))
+        for i, view in enumerate(views):
+            config = f"config {view!r}{' (the default)' if i == 0 else ''}" if view else "default config"
+            items.append(PublishItem("dataset", name, f"{owner}/{name}", "dataset", source,
+                                     f"{record.title}, licence {record.licence}; {config}, built in a temp folder",
+                                     problem, view=view, default_view=i == 0 and view is not None))
     return items
 
 
@@ -165,14 +173,15 @@ def push_model(item: PublishItem, owner: str, *, private: bool = False, token: s
 
 
 def push_dataset(item: PublishItem, *, private: bool = False, check: str = "full") -> str:
-    """Build the dataset (default view) into a temporary folder and push it with its card."""
+    """Build the dataset (its view) into a temporary folder and push it, as that view's config, with its card."""
     from .data.__main__ import build
     from .hub import hub_error, is_hub_failure
 
     with tempfile.TemporaryDirectory(prefix="tumorlens-publish-") as tmp:
         try:
-            dsd = build(item.name, item.source, Path(tmp) / item.name, fmt="parquet", check=check,
-                        push_to_hub=item.repo_id, private=private)
+            dsd = build(item.name, item.source, Path(tmp) / item.name, task=item.view, fmt="parquet", check=check,
+                        push_to_hub=item.repo_id, private=private, config_name=item.view or "default",
+                        set_default=True if item.default_view else None)
         except Exception as exc:  # noqa: BLE001 - a Hub failure becomes one line; the rest is re-raised
             if not is_hub_failure(exc):
                 raise

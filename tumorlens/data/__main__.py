@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 
 from ..errors import ConfigError, DataError
-from .cards import dataset_card, push_dataset_card
+from .cards import PUBLISHED_VIEWS, dataset_card, push_dataset_card  # noqa: F401 - PUBLISHED_VIEWS re-exported
 from .export import write_parquet
 from .registry import dataset_names, get_dataset
 
@@ -26,7 +26,10 @@ def load_named(name: str, root: str | None, task: str | None, check: str) -> dat
 
 
 def build(name: str, root: str | None, out: Path, *, task: str | None = None, fmt: str = "disk",
-          check: str = "full", push_to_hub: str | None = None, private: bool = False) -> datasets.DatasetDict:
+          check: str = "full", push_to_hub: str | None = None, private: bool = False,
+          config_name: str = "default", set_default: bool | None = None) -> datasets.DatasetDict:
+    """Write dataset `name` (BRISC: the `task` view) to `out`; with `push_to_hub`, push it as the Hub
+    dataset config `config_name` (several views live side by side in one repo) with its card."""
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     datasets.enable_progress_bars()
@@ -41,7 +44,8 @@ def build(name: str, root: str | None, out: Path, *, task: str | None = None, fm
     card = dataset_card(name, dsd, task)
     card.save(str(out / "README.md"))
     if push_to_hub:
-        dsd.push_to_hub(push_to_hub, private=private)  # writes README.md's configs:/dataset_info:
+        # writes README.md's configs:/dataset_info: for this config, keeping the others'
+        dsd.push_to_hub(push_to_hub, private=private, config_name=config_name, set_default=set_default)
         push_dataset_card(card, push_to_hub)  # merged into that README, not over it
     return dsd
 

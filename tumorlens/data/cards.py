@@ -8,6 +8,9 @@ from huggingface_hub.errors import RemoteEntryNotFoundError
 
 from .registry import get_dataset
 
+# the views `tumorlens publish` pushes as configs of one Hub dataset repo (the first is the default)
+PUBLISHED_VIEWS = {"brisc2025": ("classification", "segmentation")}
+
 
 def dataset_card(name: str, dsd: datasets.DatasetDict, task: str | None = None) -> DatasetCard:
     info = get_dataset(name)
@@ -19,6 +22,10 @@ def dataset_card(name: str, dsd: datasets.DatasetDict, task: str | None = None) 
     )
     splits = "\n".join(f"| {split} | {len(ds)} |" for split, ds in dsd.items())
     columns = ", ".join(f"`{c}`" for c in next(iter(dsd.values())).column_names)
+    views = PUBLISHED_VIEWS.get(name)
+    configs = (f"- Configs: {', '.join(f'`{v}`' for v in views)} (the first is the default); load one with "
+               f"`datasets.load_dataset(repo_id, \"{views[-1]}\")`. The rows below are the "
+               f"`{task or views[0]}` config's.\n") if views else ""
     content = f"""---
 {card_data.to_yaml()}
 ---
@@ -29,7 +36,7 @@ Re-packaged by `python -m tumorlens.data build {name}` from the original release
 - Source: {info.source}
 - Licence: {info.licence} (as released by the authors)
 - Columns: {columns}
-
+{configs}
 | split | rows |
 |---|---|
 {splits}
