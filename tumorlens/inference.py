@@ -27,6 +27,9 @@ class Segmentation:
     probability: np.ndarray   # H x W float32 in [0, 1], the input's own grid
     mask: np.ndarray          # H x W bool after threshold and clean-up
     threshold: float
+    # |p(slice) - p(mirrored slice)| per pixel: where the two views the mask averages disagree (None
+    # without the flip average, or where not asked for)
+    disagreement: np.ndarray | None = None
 
     @property
     def area_px(self) -> int:
@@ -63,20 +66,32 @@ class Segmenter:
 
     def probabilities(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
         """RGB uint8 images of any size -> tumor probability maps on each image's own grid."""
+        return [p for p, _ in self.probability_maps(images, batch_size)]
+
+    def probability_maps(self, images: Sequence[np.ndarray], batch_size: int = 16, *, disagreement: bool = False
+                         ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(probability, flip disagreement or None) per image, both on the image's own grid."""
         out = []
         for i in range(0, len(images), batch_size):
             boxed = [letterbox_image(img, self.pre.size) for img in images[i:i + batch_size]]
             x = self.pre.normalize(torch.from_numpy(np.stack([b[0] for b in boxed])))
-            logits = self.runner(x)
+            logits, gaps = self.runner(x), None
             if self.tta:  # average with the mirrored view: cheap, and steadier at tumor edges
-                logits = (logits + self.runner(x.flip(3)).flip(3)) / 2
+                mirrored = self.runner(x.flip(3)).flip(3)
+                if disagreement:
+                    gaps = (torch.sigmoid(logits[:, 0]) - torch.sigmoid(mirrored[:, 0])).abs()
+                logits = (logits + mirrored) / 2
             probs = torch.sigmoid(logits[:, 0])
-            out.extend(restore_map(p, box) for p, (_, box) in zip(probs, boxed))
+            for j, (_, box) in enumerate(boxed):
+                out.append((restore_map(probs[j], box), None if gaps is None else restore_map(gaps[j], box)))
         return out
 
     def segment(self, image: ImageSource | np.ndarray, threshold: float | None = None) -> Segmentation:
         rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else decode_image(image)
-        return self.from_probability(self.probabilities([rgb])[0], threshold)
+        prob, gaps = self.probability_maps([rgb], disagreement=True)[0]
+        seg = self.from_probability(prob, threshold)
+        seg.disagreement = gaps
+        return seg
 
     def classifier_mask(self, seg: Segmentation) -> np.ndarray:
         """The mask a mask-guided classifier crops to: at this model's own threshold, as in its

@@ -1,5 +1,6 @@
-"""Pictures of a prediction (tumor outline over the MRI, the mask, a confidence heatmap) and of a
-classifier's scores (its confusion matrix)."""
+"""Pictures of a prediction (tumor outline over the MRI, the mask, a confidence heatmap, the flip
+disagreement, a class-activation map; every map with its colour bar) and of a classifier's scores
+(its confusion matrix)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,52 @@ def heatmap(rgb: np.ndarray, probability: np.ndarray, alpha: float = 0.55, cmap:
     gray = rgb.mean(axis=-1, keepdims=True).repeat(3, axis=-1)
     weight = alpha * np.clip(probability, 0, 1)[..., None] ** 0.5
     return np.clip(gray * (1 - weight) + colored * weight, 0, 255).astype(np.uint8)
+
+
+def colour_bar(height: int, cmap: str, low: str, high: str, title: str) -> np.ndarray:
+    """A vertical colour bar (high at the top) with its end labels and a title, as an H x W x 3 strip."""
+    from PIL import Image, ImageDraw, ImageFont
+    font = ImageFont.load_default(size=max(10, height // 40))
+    bar_w, pad = max(10, height // 32), max(3, height // 100)
+    text_w = int(max(font.getlength(t) for t in (low, high))) + 2 * pad
+    strip = Image.new("RGB", (bar_w + text_w + 2 * pad, height), (255, 255, 255))
+    ramp = colormaps[cmap](np.linspace(1, 0, height))[:, :3] * 255
+    strip.paste(Image.fromarray(np.repeat(ramp[:, None], bar_w, axis=1).astype(np.uint8)), (pad, 0))
+    draw = ImageDraw.Draw(strip)
+    draw.text((bar_w + 2 * pad, pad), high, fill=(0, 0, 0), font=font)
+    draw.text((bar_w + 2 * pad, height - pad), low, fill=(0, 0, 0), font=font, anchor="ld")
+    out = np.asarray(strip).copy()
+    title_img = Image.new("RGB", (height, text_w), (255, 255, 255))  # the title runs up the strip
+    ImageDraw.Draw(title_img).text((height // 2, text_w // 2), title, fill=(0, 0, 0), font=font, anchor="mm")
+    rotated = np.asarray(title_img.rotate(90, expand=True))
+    out[:, bar_w + 2 * pad:] = np.minimum(out[:, bar_w + 2 * pad:], rotated[:, :text_w])
+    return out
+
+
+def with_colour_bar(image: np.ndarray, cmap: str, low: str, high: str, title: str) -> np.ndarray:
+    """`image` with its colour bar on the right: a map is not readable without its scale."""
+    return np.concatenate([image, colour_bar(image.shape[0], cmap, low, high, title)], axis=1)
+
+
+def probability_image(rgb: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """The confidence heatmap with its colour bar."""
+    return with_colour_bar(heatmap(rgb, probability), "inferno", "0", "1", "tumor probability")
+
+
+DISAGREEMENT_SCALE = 0.5  # |p - p_mirrored| at or above this shows at full colour
+
+
+def disagreement_image(rgb: np.ndarray, disagreement: np.ndarray) -> np.ndarray:
+    """Where the slice and its mirror image disagree on the tumor probability (the uncertainty view)."""
+    scaled = np.clip(np.asarray(disagreement, np.float32) / DISAGREEMENT_SCALE, 0, 1)
+    return with_colour_bar(heatmap(rgb, scaled, cmap="viridis"), "viridis", "0", f">={DISAGREEMENT_SCALE:g}",
+                           "views disagree by")
+
+
+def activation_image(rgb: np.ndarray, activation: np.ndarray, label: str) -> np.ndarray:
+    """A class-activation map (tumorlens.explain) over the slice, with its colour bar."""
+    return with_colour_bar(heatmap(rgb, activation, cmap="turbo"), "turbo", "none", "most",
+                           f"evidence for {label}")
 
 
 def plot_confusion_matrix(cm, names, title: str, path, dpi: int = 110):
