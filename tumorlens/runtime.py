@@ -2,9 +2,9 @@
 Runtime (exported once per weights file and cached under paths.onnx_cache_dir()).
 
 The runtime is chosen once, when a runner is built, from what the caller asks and the model's kind
-(segmenter or classifier), and recorded on the runner with that kind. 'auto' (see `pick_runtime`, where
-the measurements are): the classifier in ONNX Runtime on any CPU; the segmenter in torch where bf16 is
-native, in ONNX Runtime elsewhere; torch on a GPU."""
+(segmenter or classifier), and recorded on the runner with that kind. On a CPU with runtime and
+precision both 'auto': measured on the machine at hand (tumorlens.runtime_choice, cached). With only one
+of them 'auto', the rule in `pick_runtime` / `hardware.pick_precision`; torch on a GPU."""
 
 from __future__ import annotations
 
@@ -61,6 +61,9 @@ class Runner:
             raise ConfigError(f"kind must be segmenter or classifier, not {kind!r}")
         self.model, self.size, self.device = model.eval(), size, torch.device(device)
         self.kind, self.cache_key = kind, cache_key
+        if runtime == "auto" and precision == "auto" and self.device.type == "cpu":
+            from .runtime_choice import measured_choice  # it builds Runners itself
+            runtime, precision = measured_choice(model, size, kind=kind, model_key=cache_key)
         self.runtime = pick_runtime(runtime, self.device.type, kind)
         self.precision = pick_precision(precision, self.device) if self.runtime == "torch" else "fp32"
         self.session = None

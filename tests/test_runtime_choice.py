@@ -1,0 +1,68 @@
+"""'auto' runtime and precision on a CPU are measured on the machine, cached, and the fastest wins."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tumorlens import models, runtime_choice
+from tumorlens.runtime import Runner
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime_choice, "onnx_cache_dir", lambda: tmp_path)
+    monkeypatch.setattr("tumorlens.runtime.onnx_cache_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return models.build_segmenter().eval()
+
+
+@pytest.mark.parametrize("fastest", ["onnx/fp32", "torch/fp32"])
+def test_the_fastest_measured_candidate_is_chosen_and_cached(cache_dir, monkeypatch, fastest):
+    speeds = {"onnx/fp32": 0.02, "torch/fp32": 0.03, "torch/bf16": 0.05}
+    speeds[fastest] = 0.001
+    timed = []
+
+    def fake_time(runner, size, best=float("inf")):
+        timed.append(f"{runner.runtime}/{runner.precision}")
+        return speeds[timed[-1]]
+
+    monkeypatch.setattr(runtime_choice, "time_runner", fake_time)
+    monkeypatch.setattr(Runner, "_onnx_session", lambda self: object())  # no export: nothing runs here
+    runner = Runner(_tiny(), 64, kind="segmenter", cache_key=f"seg-{fastest.replace('/', '-')}")
+    assert f"{runner.runtime}/{runner.precision}" == fastest
+    assert set(timed) == {f"{r}/{p}" for r, p in runtime_choice.candidates()}
+    cache = json.loads((cache_dir / runtime_choice.CACHE_NAME).read_text())
+    (entry,) = cache.values()
+    assert entry["runtime"] + "/" + entry["precision"] == fastest and set(entry["median_seconds"]) == set(timed)
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("measured again although the choice was cached")
+
+    monkeypatch.setattr(runtime_choice, "time_runner", no_timing)
+    again = Runner(_tiny(), 64, kind="segmenter", cache_key=f"seg-{fastest.replace('/', '-')}")
+    assert f"{again.runtime}/{again.precision}" == fastest
+
+
+def test_explicit_settings_are_not_measured(cache_dir, monkeypatch):
+    monkeypatch.setattr(runtime_choice, "time_runner", lambda *a, **k: pytest.fail("measured"))
+    runner = Runner(_tiny(), 64, kind="segmenter", cache_key="seg-explicit", runtime="torch", precision="fp32")
+    assert (runner.runtime, runner.precision) == ("torch", "fp32")
+    assert not (cache_dir / runtime_choice.CACHE_NAME).exists()
+
+
+@pytest.mark.slow  # exports the model to ONNX and times every candidate
+def test_a_real_measurement_times_every_candidate_and_keeps_the_result(cache_dir):
+    choice = runtime_choice.measured_choice(_tiny(), 64, kind="segmenter", model_key="seg-real")
+    assert choice in runtime_choice.candidates()
+    (entry,) = json.loads((cache_dir / runtime_choice.CACHE_NAME).read_text()).values()
+    seconds = entry["median_seconds"]
+    assert set(seconds) == {f"{r}/{p}" for r, p in runtime_choice.candidates()}
+    assert all(v > 0 for v in seconds.values())
+    assert seconds[f"{choice[0]}/{choice[1]}"] == min(seconds.values())
