@@ -7,9 +7,11 @@ in-plane pixel spacing in mm when the file carries it and, for volumes, the slic
   RGBA composited on black, multi-page files refused); no spacing.
 - DICOM (pydicom): modality LUT applied, MONOCHROME1 inverted, one window over all frames; spacing
   from PixelSpacing (or PixelMeasuresSequence); a multi-frame file is a volume (slice spacing from
-  SpacingBetweenSlices, else SliceThickness); a file without pixel data is an error.
+  SpacingBetweenSlices, else SliceThickness); a file without pixel data is an error; `Scan.affine` when
+  the headers say where the pixels lie (`dicom_geometry.file_affine`).
 - NIfTI (nibabel): 3-D volumes and 2-D images; 4-D is an error. Reoriented to the closest RAS+ axes
   and cut along the last axis (axial for the usual head scans, shown the radiological way).
+- A DICOM series (a folder or a `.zip` of slice files; `path#<SeriesInstanceUID>`): `dicom_series`.
 
 Every failure raises `DataError` with a reason a user can act on, with no server folder in it. Limits:
 `MAX_UPLOAD_BYTES` per upload, `decode.MIN_IMAGE_SIDE` a side, `MAX_SLICES` slices; what else a request
@@ -18,13 +20,13 @@ any pixel is decoded. Non-finite values never set the window (`decode.window`); 
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .dicom_geometry import dicom_pixel_spacing, dicom_slice_spacing, file_affine, positive  # noqa: F401 - re-exported
 from .errors import DataError, public_message
 from .request_budget import (APP_BUDGET, CLI_BUDGET, RequestBudget, ScanHeader,  # noqa: F401 - re-exported
                              cli_command)
@@ -50,6 +52,10 @@ class Scan:
     source: str | None = None
     notes: list[str] = field(default_factory=list)
     nonfinite: int = 0                                 # NaN / +-inf values: left out of the window
+    datasets: list | None = field(default=None, repr=False, compare=False)  # a series: slice headers, no pixels
+    # DICOM whose headers place it: voxel (col, row, slice) -> RAS+ mm, for a NIfTI mask (dicom_geometry)
+    affine: np.ndarray | None = field(default=None, repr=False, compare=False)
+    files: tuple[str, ...] | None = None               # a multi-file upload: its files (source: their folder)
 
     @property
     def n_slices(self) -> int:
@@ -102,6 +108,8 @@ class Scan:
 def detect_kind(path: Path) -> str:
     """'dicom', 'nifti' or 'image', from the name and, failing that, the first bytes."""
     name = path.name.lower()
+    if name.endswith(".zip") or path.is_dir():
+        return "dicom"  # a DICOM series (tumorlens.dicom_series)
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
     if name.endswith(DICOM_SUFFIXES):
@@ -155,20 +163,34 @@ def read_header(path: str | Path) -> ScanHeader | None:
         return None
 
 
-def read_scan(path: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES, budget: RequestBudget = CLI_BUDGET) -> Scan:
-    """An uploaded file -> `Scan`. Raises DataError with a clear reason on anything unusable, and
-    BudgetError (a DataError), before decoding, on a file over `budget` (the web app passes
-    `APP_BUDGET`; the default is the batch tool's `CLI_BUDGET`)."""
-    if path is None:
-        raise DataError(None, "no file given")
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
+def check_upload_size(path: Path, max_bytes: int = MAX_UPLOAD_BYTES) -> int:
+    """The file's size in bytes; DataError when it is empty or over `max_bytes`."""
     size = path.stat().st_size
     if size == 0:
         raise DataError(path, "file is empty (0 bytes)")
     if size > max_bytes:
         raise DataError(path, f"file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB upload limit")
+    return size
+
+
+def read_scan(path: str | Path | list, *, max_bytes: int = MAX_UPLOAD_BYTES, budget: RequestBudget = CLI_BUDGET,
+              series_uid: str | None = None) -> Scan:
+    """An uploaded file (or a DICOM series: a folder, a .zip, or a list of its files) -> `Scan`. Raises
+    DataError with a clear reason on anything unusable, and BudgetError (a DataError), before decoding, on
+    a file over `budget` (the web app passes `APP_BUDGET`; the default is the batch tool's `CLI_BUDGET`)."""
+    from .dicom_series import is_series_input, read_files, read_series, split_selection  # they import this module
+    if isinstance(path, (list, tuple)):  # a multi-file upload: one file is just that file
+        if len(path) > 1:
+            return read_files(path, series_uid=series_uid, max_bytes=max_bytes, budget=budget)
+        path = path[0] if path else None
+    if path is None:
+        raise DataError(None, "no file given")
+    path, series_uid = split_selection(path, series_uid)
+    if series_uid is not None or is_series_input(path):
+        return read_series(path, series_uid=series_uid, max_bytes=max_bytes, budget=budget)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    check_upload_size(path, max_bytes)
     kind = detect_kind(path)
     header = read_header(path)
     if header is not None:
@@ -208,50 +230,7 @@ def _check_geometry(path: Path, rows: int, cols: int, n_slices: int) -> None:
         raise DataError(path, f"volume is {cols}x{rows}x{n_slices}, over the {MAX_VOLUME_VOXELS:,} voxel limit")
 
 
-def _positive(values, n: int) -> tuple[float, ...] | None:
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        return None
-    if len(out) != n or not all(math.isfinite(v) and v > 0 for v in out):
-        return None
-    return out
-
-
 # -- DICOM ---------------------------------------------------------------------------------
-def _pixel_measures(ds):
-    """The enhanced-DICOM PixelMeasuresSequence item (shared, else first frame's), or None."""
-    for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        groups = ds.get(seq_name)
-        if groups:
-            measures = groups[0].get("PixelMeasuresSequence")
-            if measures:
-                return measures[0]
-    return None
-
-
-def dicom_pixel_spacing(ds) -> tuple[float, float] | None:
-    """(row, col) mm from PixelSpacing, or the enhanced-DICOM PixelMeasuresSequence."""
-    for source in (ds, _pixel_measures(ds)):
-        if source is not None and source.get("PixelSpacing") is not None:
-            spacing = _positive(source.PixelSpacing, 2)
-            if spacing:
-                return spacing
-    return None
-
-
-def dicom_slice_spacing(ds) -> float | None:
-    for source in (ds, _pixel_measures(ds)):
-        if source is None:
-            continue
-        for key in ("SpacingBetweenSlices", "SliceThickness"):
-            if source.get(key) is not None:
-                value = _positive([source.get(key)], 1)
-                if value:
-                    return value[0]
-    return None
-
-
 def read_dicom(path: Path) -> Scan:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -312,7 +291,7 @@ def read_dicom(path: Path) -> Scan:
     spacing = dicom_pixel_spacing(ds)
     notes = [] if spacing else ["no PixelSpacing in the DICOM header"]
     return _with_nonfinite_note(Scan("dicom", list(stack), spacing, dicom_slice_spacing(ds) if frames > 1 else None,
-                                     str(path), notes, nonfinite))
+                                     str(path), notes, nonfinite, affine=file_affine(ds, frames)))
 
 
 # -- NIfTI ---------------------------------------------------------------------------------
@@ -387,8 +366,8 @@ def read_nifti(path: Path) -> Scan:
     del vol
     # (x, y, z) RAS -> per z: rows = anterior at the top, cols = patient's right on the left
     slices = [np.ascontiguousarray(vol8[::-1, ::-1, k].T) for k in range(vol8.shape[2])]
-    spacing = _positive((ras_zooms[1], ras_zooms[0]), 2)
-    thickness = _positive([ras_zooms[2]], 1)
+    spacing = positive((ras_zooms[1], ras_zooms[0]), 2)
+    thickness = positive([ras_zooms[2]], 1)
     notes = [] if spacing else ["no usable voxel size in the NIfTI header"]
     return _with_nonfinite_note(Scan("nifti", slices, spacing, thickness[0] if thickness and len(slices) > 1 else None,
                                      str(path), notes, nonfinite))
