@@ -48,7 +48,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     # the menu's default: --seg-model, under its own name (brisc2025 unless it names another)
     default = segmenter_name(args.seg_model) or DEFAULT_SEGMENTER
-    segmenters, pipeline = {**settings["segmenters"], default: args.seg_model}, None
+    segmenters, pipeline, seg = {**settings["segmenters"], default: args.seg_model}, None, None
     if args.seg_model or args.cls_model:
         try:
             seg = resolve_model(args.seg_model) if args.seg_model else None
@@ -60,8 +60,10 @@ def main(argv=None):
     lgg_models = [name for name, location in segmenters.items() if location and lgg_trained(location)]
     if lgg_models:  # LGG slices go to the first segmenter whose record says it was trained on LGG
         examples += [(path, lgg_models[0]) for path in lgg_example_paths()]
-    build_demo(pipeline, examples, segmenters=segmenters, default_segmenter=default, runtime=args.runtime).launch(
-        server_name=args.host, server_port=args.port, **launch_options())
+    # where the models came from: the reports give their weights' versions and test scores
+    build_demo(pipeline, examples, segmenters=segmenters, default_segmenter=default, runtime=args.runtime,
+               model_locations=(seg, args.cls_model)).launch(server_name=args.host, server_port=args.port,
+                                                              **launch_options())
 
 
 if __name__ == "__main__":

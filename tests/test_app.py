@@ -455,3 +455,111 @@ def test_build_space_with_weights_runs_from_the_folder(tmp_path, tmp_path_factor
     package_file, seg_setting = run.stdout.strip().splitlines()[-2:]
     assert Path(package_file).resolve().parent == (out / "tumorlens").resolve()
     assert Path(seg_setting).resolve() == (out / "models" / seg.name).resolve()
+
+
+# -- DICOM series and the downloads, with the stand-in models (no shared data) ---------------------
+@pytest.fixture
+def stand_in_served():
+    from test_scan_analysis import stand_in_pipeline
+    pipeline = stand_in_pipeline()
+    demo = build_demo(pipeline, segmenters={})
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
+    yield Client(f"http://127.0.0.1:{port}/", verbose=False), pipeline
+    demo.close()
+
+
+def test_a_series_uploaded_as_files_or_zip_and_bad_series_are_clear_errors(stand_in_served, tmp_path):
+    """The slices of a series uploaded together (shuffled names) and its zip read as one volume; each bad
+    series input is a clear message (no server folder in it) and the app keeps serving."""
+    import io as io_module
+    import zipfile
+
+    import pydicom
+    from test_dicom_series import series_files, write_folder, write_zip
+    client, _ = stand_in_served
+    files, info = series_files()
+    folder = write_folder(tmp_path / "series", files)
+    uploads = [handle_file(str(folder / name)) for name in files]
+    slider, index, spacing, text, whole = client.predict(uploads, api_name="/inspect")
+    assert "DICOM, 33x41 px, 25 slices" in text and slider["maximum"] == 24 and whole["visible"] is True
+    *_, verdict, size = client.predict(uploads, 0.35, None, -1, True, api_name="/analyze")
+    assert re.search(r"Volume: [\d,]+ voxels on \d+ of 25 slices .* cm³", size)
+    archive = write_zip(tmp_path / "series.zip", files)
+    *_, zipped = client.predict(handle_file(str(archive)), 0.35, None, -1, True, api_name="/analyze")
+    assert zipped == size
+
+    uneven = write_folder(tmp_path / "uneven", series_files(keep=[k for k in range(25) if k != 12])[0])
+    mixed_files, _ = series_files()
+    name = sorted(mixed_files)[3]
+    ds = pydicom.dcmread(io_module.BytesIO(mixed_files[name]))
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]
+    buffer = io_module.BytesIO()
+    ds.save_as(buffer)
+    mixed_files[name] = buffer.getvalue()
+    mixed = write_folder(tmp_path / "mixed", mixed_files)
+    traversal = write_zip(tmp_path / "evil.zip", dict(list(files.items())[:3]))
+    with zipfile.ZipFile(traversal, "a") as zf:
+        zf.writestr("../evil.dcm", b"x")
+    photos = write_zip(tmp_path / "photos.zip", {"notes.txt": b"hello"})
+    bomb = write_zip(tmp_path / "bomb.zip", {"IM1": bytes(16 * 2**20)})
+    cases = {
+        "a missing slice": ([uneven / n for n in sorted(p.name for p in uneven.iterdir())], "a slice is missing"),
+        "a mixed series": ([mixed / n for n in mixed_files], "mixed series: its slices differ in orientation"),
+        "path traversal": ([traversal], r"unsafe member '\.\./evil\.dcm'"),
+        "no DICOM": ([photos], "the zip holds no DICOM file"),
+        "a zip bomb": ([bomb], "refused as a zip bomb"),
+        "a report only": ([Path(pydicom.__file__).parent / "data" / "test_files" / "reportsi.dcm",
+                           Path(pydicom.__file__).parent / "data" / "test_files" / "reportsi.dcm"],
+                          "holds no DICOM image: only DICOM files without pixel data"),
+    }
+    wrong = {}
+    for what, (paths, message) in cases.items():
+        try:
+            client.predict([handle_file(str(p)) for p in paths], 0.35, None, -1, True, api_name="/analyze")
+            wrong[what] = "no error"
+        except Exception as exc:  # noqa: BLE001 - gradio_client's AppError carries our message
+            if not re.search("Cannot read this image: .*" + message, str(exc)) or str(tmp_path) in str(exc):
+                wrong[what] = str(exc)
+    assert not wrong, wrong
+    *_, again = client.predict(uploads, 0.35, None, -1, True, api_name="/analyze")
+    assert again == size
+
+
+def test_the_downloads_are_the_shown_analysis_written_by_the_shared_function(tmp_path):
+    """exports_for_ui writes what write_outputs writes, from the analysis /analyze kept (no second model
+    run); a PNG input is told why it has no NIfTI, SEG or Secondary Capture."""
+    from test_dicom_series import series_files, write_folder
+    from test_scan_analysis import phantom as phantom_slice, stand_in_pipeline
+    from tumorlens.app import Request, RecentResults, SegmenterBank, analyze_with_model, downloads_note, exports_for_ui
+    from tumorlens.scan_outputs import FORMATS, write_outputs
+
+    pipeline = stand_in_pipeline()
+    bank, recent = SegmenterBank(pipeline, {}), RecentResults()
+    files, _ = series_files()
+    folder = write_folder(tmp_path / "upload", files)
+    request = Request([str(folder / n) for n in files], 0.35, None, -1, True)
+    *_, size = analyze_with_model(bank, request, None, recent)
+    calls = len(pipeline.segmenter.batches)
+    outputs = exports_for_ui(bank, request, tmp_path / "page", recent)
+    assert len(pipeline.segmenter.batches) == calls  # the kept analysis, not a new one
+    assert outputs.skipped == {} and set(outputs.written) == set(FORMATS)
+    assert outputs.name("png") == "series_masks/" and outputs.name("report") == "series_report.html"
+    # the same files as the CLI writes them from the same analysis
+    result = analyze_scan(pipeline, read_scan([str(folder / n) for n in files]), threshold=0.35, whole_volume=True)
+    cli = write_outputs(result, tmp_path / "cli", formats=FORMATS, stem="series")
+    page_pngs, cli_pngs = (sorted(o.written["png"].iterdir()) for o in (outputs, cli))
+    assert [p.name for p in page_pngs] == [p.name for p in cli_pngs] and len(page_pngs) == 25
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(page_pngs, cli_pngs))
+    report = outputs.written["report"].read_text(encoding="utf-8")
+    assert f"25 files ({sorted(files)[0]}, ...)" in report and f"{result.volume_cm3:,.3f} cm³" in report
+    assert f"{result.volume_cm3:,.3f} cm³" in size
+
+    png = tmp_path / "slice.png"
+    Image.fromarray(phantom_slice()).save(png)
+    outputs = exports_for_ui(bank, Request([str(png)], 0.5), tmp_path / "png", recent)
+    assert set(outputs.written) == {"png", "report"}
+    assert Image.open(outputs.download("png")).size == Image.open(png).size
+    note = downloads_note(outputs)
+    assert note.startswith("Not for this input:") and "Mask (NIfTI): a plain image has no voxel geometry" in note
+    assert "DICOM SEG: a DICOM Segmentation references DICOM source images" in note

@@ -143,3 +143,56 @@ def test_predict_cli_reads_nifti_and_dicom_with_the_shipped_segmenter(tmp_path):
     assert pydicom.dcmread(out / mr["dicom_seg_file"]).Modality == "SEG"
     assert mr["predicted_class"] == "" and float(mr["area_mm2"]) == pytest.approx(int(mr["tumor_pixels"]) * 0.3125 ** 2,
                                                                        abs=0.01)
+
+
+def test_predict_formats_names_notes_and_skips(tmp_path, caplog):
+    """--format picks the outputs; a series picked from a study zip by UID gets safe names; the reader's
+    notes (the other series) reach the log; a format an input cannot have is skipped on its row."""
+    import logging
+
+    import pydicom
+    from test_dicom_series import series_files, write_zip
+    big, _ = series_files(seed=1)
+    small, small_info = series_files(keep=range(5, 15), description="short stack", seed=2)
+    archive = write_zip(tmp_path / "study.zip", {**{"a/" + k: v for k, v in big.items()},
+                                                  **{"b/" + k: v for k, v in small.items()}})
+    png = tmp_path / "slice.png"
+    Image.fromarray(phantom()).save(png)
+    out = tmp_path / "out"
+    picked = f"{archive}#{small_info['series']}"
+    with caplog.at_level(logging.INFO, logger="tumorlens.predict"):
+        rows = predict([picked, str(archive), str(png)], out, stand_in_pipeline(),
+                       formats=("png", "dicom-seg", "secondary-capture", "report"))
+    by_file = {r["file"]: r for r in rows}
+    series = by_file[picked]
+    stem = f"study_{small_info['series']}"
+    assert series["status"] == "ok" and series["slices"] == 10
+    assert (series["mask_file"], series["dicom_seg_file"], series["secondary_capture_file"], series["report_file"]) == (
+        f"{stem}_masks/", f"{stem}_seg.dcm", f"{stem}_overlay/", f"{stem}_report.html")
+    assert series["nifti_mask_file"] == "" and series["skipped"] == ""  # nifti was not asked for
+    seg = pydicom.dcmread(out / series["dicom_seg_file"])
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == small_info["series"]
+    assert len(list((out / f"{stem}_overlay").iterdir())) == 10
+    # the same zip without a pick: the larger series, under the zip's own stem; the log lists the other
+    whole = by_file[str(archive)]
+    assert whole["slices"] == 25 and whole["mask_file"] == "study_masks/"
+    assert f"'short stack' ({small_info['series']}), 10 slices" in caplog.text and "study.zip#UID" in caplog.text
+    image = by_file[str(png)]
+    assert image["mask_file"] == "slice_mask.png" and image["report_file"] == "slice_report.html"
+    assert image["dicom_seg_file"] == image["secondary_capture_file"] == ""
+    assert image["skipped"].startswith("dicom-seg: a DICOM Segmentation references DICOM source images")
+    assert "no dicom-seg output" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "predictions.csv", f"{stem}_masks", f"{stem}_seg.dcm", f"{stem}_overlay", f"{stem}_report.html",
+        "study_masks", "study_seg.dcm", "study_overlay", "study_report.html", "slice_mask.png", "slice_report.html"])
+    with open(out / "predictions.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header[-6:] == ["nifti_mask_file", "dicom_seg_file", "secondary_capture_file", "report_file",
+                           "nonfinite_pixels", "skipped"]
+
+
+def test_predict_refuses_an_unknown_format_before_loading_models(tmp_path, capsys):
+    assert cli(["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--format", "png,stl"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --format png,stl: unknown output format 'stl'" in err and "dicom-seg" in err
+    assert not (tmp_path / "out").exists()

@@ -1,20 +1,29 @@
-"""Batch prediction: python -m tumorlens predict INPUT... --out OUT [--seg-model X] [--cls-model Y]
+"""Batch prediction: python -m tumorlens predict INPUT... --out OUT [--format png,nifti,...] [--seg-model X]
 
-Reads what the app reads: plain images (PNG, JPEG, TIFF, BMP), DICOM files (.dcm) and NIfTI
-volumes (.nii, .nii.gz); folders are searched for them. Writes one row per input in
-OUT/predictions.csv and the masks (0/255, each slice's own size): OUT/<stem>_mask.png for a
-single slice; for a volume (a multi-frame DICOM, a 3-D NIfTI) OUT/<stem>_masks/slice_NNN.png per
-slice, slices numbered and oriented as the app shows them, and for a NIfTI input also
-OUT/<stem>_mask.nii.gz, the mask volume in the input's own voxel order with its affine; a DICOM
-input also gets OUT/<stem>_seg.dcm, a DICOM Segmentation referencing it. A volume's row gives its slice count,
-the slices with tumor, the tumor voxels (tumor_pixels, tumor_percent) and, when the header gives
-the voxel size, the volume in cm³; its tumor type is that of the slice with the most tumor (the
-middle one when none has any), whose number is in `slice`. Pixel spacing comes from a DICOM/NIfTI
-header, else --pixel-spacing. A bad file gets its error on its row and in the log; the rest go on.
-Files are held to the batch budget (medical_io.CLI_BUDGET: 40 Mpx a slice, 2^26 voxels a file, any
-number of slices analyzed whole); `nonfinite_pixels` counts NaN/inf values, left out of the window.
-Impossible settings (--threshold outside (0, 1), a --pixel-spacing that is not a positive number,
-an --out that is a file) are refused before any model loads: `error: ...`, exit status 2.
+Reads what the app reads: plain images (PNG, JPEG, TIFF, BMP), DICOM files (.dcm), NIfTI volumes
+(.nii, .nii.gz) and DICOM series (a folder of slice files, or a .zip; `path#<SeriesInstanceUID>` picks
+one of several series); folders are searched for them, and a folder holding DICOM files and no plain
+image or NIfTI is read as series, one input per sub-folder of slices. Writes one row per input in
+OUT/predictions.csv and, per input, the outputs --format names (default: png, plus nifti and dicom-seg
+where the input supports them), written by `tumorlens.scan_outputs` as the app writes its downloads:
+  png                OUT/<stem>_mask.png (0/255, the slice's own size); a volume OUT/<stem>_masks/slice_NNN.png
+                     per slice, numbered and oriented as the app shows them
+  nifti              OUT/<stem>_mask.nii.gz: the mask volume with the input's affine (NIfTI input, or
+                     DICOM whose headers place it)
+  dicom-seg          OUT/<stem>_seg.dcm: a DICOM Segmentation referencing the source series and instances
+  secondary-capture  OUT/<stem>_overlay.dcm, or OUT/<stem>_overlay/slice_NNN.dcm: the outline burned in
+                     (DICOM Secondary Capture), for viewers without SEG support
+  report             OUT/<stem>_report.html: the one-page report, with the models' test scores
+A format an input cannot have is skipped and said so (log, `skipped` column). A volume's row gives its
+slice count, the slices with tumor, the tumor voxels (tumor_pixels, tumor_percent) and, when the
+header gives the voxel size, the volume in cm³; its tumor type is that of the slice with the most
+tumor (the middle one when none has any), whose number is in `slice`. Pixel spacing comes from a
+DICOM/NIfTI header, else --pixel-spacing. What the reader notes about an input (the other series in a
+folder, files left out) goes to the log. A bad file gets its error on its row and in the log; the rest
+go on. Files are held to the batch budget (medical_io.CLI_BUDGET: 40 Mpx a slice, 2^26 voxels a file,
+any number of slices analyzed whole); `nonfinite_pixels` counts NaN/inf values, left out of the window.
+Impossible settings (--threshold outside (0, 1), a --pixel-spacing that is not a positive number, an
+unknown --format, an --out that is a file) are refused before any model loads: `error: ...`, exit status 2.
 
 Segmenters by name (--seg-model NAME: each segmenter folder under models/, by the name its
 metadata.json gives it), or any model folder or Hub repo id:
@@ -31,62 +40,73 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Sequence
 
-import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
-from .errors import DataError, TumorLensError
-from .inference import Pipeline, Segmentation
+from .dicom_series import is_series_folder, series_folders
+from .errors import TumorLensError
+from .inference import Pipeline
+from .medical_io import CLI_BUDGET, SCAN_SUFFIXES, read_scan
 from .model_record import METADATA_NAME, read_record
 from .registry import default_model, resolve_model, segmenter_name, segmenter_records
-from .scan_export import write_dicom_seg, write_nifti_mask
-from .medical_io import CLI_BUDGET, NIFTI_SUFFIXES, SCAN_SUFFIXES, read_scan
 from .scan_analysis import LARGEST, analyze_scan
+from .scan_outputs import FORMATS, parse_formats, safe_stem, write_outputs
+from .upload_files import ZIP_SUFFIX
 
 log = logging.getLogger("tumorlens.predict")
+INPUT_SUFFIXES = SCAN_SUFFIXES + (ZIP_SUFFIX,)
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given; folders searched recursively for images, DICOM and NIfTI files, sorted."""
+    """Files as given (a .zip, or `path#<SeriesInstanceUID>`, is one DICOM series); a folder of DICOM files
+    and no plain image or NIfTI is a DICOM series, one input per folder in it that holds the slices (a
+    study exported as a folder per series); other folders are searched recursively for images, DICOM
+    and NIfTI files and .zip series, sorted."""
     found = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SCAN_SUFFIXES))
+        if path.is_dir() and is_series_folder(path):
+            found += series_folders(path)
+        elif path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(INPUT_SUFFIXES))
         else:
             found.append(path)  # a missing or odd file still gets its row, with the error
     return found
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
-    base = next((path.name[:-len(s)] for s in NIFTI_SUFFIXES if path.name.lower().endswith(s)), path.stem)
+    """A safe stem for `path`'s outputs, not yet used in this run (compared without case)."""
+    base = safe_stem(path.name)
     stem, k = base, 2
-    while stem in used:
+    while stem.lower() in used:
         stem, k = f"{base}_{k}", k + 1
-    used.add(stem)
+    used.add(stem.lower())
     return stem
 
 
-def _save_mask(seg: Segmentation, path: Path) -> None:
-    Image.fromarray((seg.mask * 255).astype(np.uint8)).save(path)
+OUTPUT_COLUMNS = {"png": "mask_file", "nifti": "nifti_mask_file", "dicom-seg": "dicom_seg_file",
+                  "secondary-capture": "secondary_capture_file", "report": "report_file"}
 
 
 def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: float | None = None,
-            pixel_spacing_mm: float | None = None) -> list[dict]:
-    """Every input (files, folders) through `pipeline`: masks under `out`, rows in out/predictions.csv
-    (returned too). `pixel_spacing_mm` serves files whose header gives none."""
+            pixel_spacing_mm: float | None = None, formats: Sequence[str] | None = None,
+            models: Sequence = ()) -> list[dict]:
+    """Every input (files, folders) through `pipeline`: outputs under `out` (`formats`; None: png and
+    what each input supports), rows in out/predictions.csv (returned too). `pixel_spacing_mm` serves
+    files whose header gives none; `models` (`scan_report.ModelSummary`) go into the reports."""
     out.mkdir(parents=True, exist_ok=True)
     classes = pipeline.classifier.label_names if pipeline.classifier else []
     fields = (["file", "status", "mask_file", "predicted_class"] + [f"prob_{c}" for c in classes]
               + ["tumor_found", "tumor_pixels", "tumor_percent", "area_mm2", "slices", "tumor_slices",
-                 "slice", "volume_cm3", "nifti_mask_file", "dicom_seg_file", "nonfinite_pixels"])
+                 "slice", "volume_cm3", "nifti_mask_file", "dicom_seg_file", "secondary_capture_file",
+                 "report_file", "nonfinite_pixels", "skipped"])
     rows, used = [], set()
     for path in tqdm(collect_inputs(inputs), desc="predicting", unit="file"):
         row = {k: "" for k in fields}
         row["file"] = str(path)
         try:
-            row.update(_predict_one(path, out, pipeline, threshold, pixel_spacing_mm, used))
+            row.update(_predict_one(path, out, pipeline, threshold, pixel_spacing_mm, used, formats, models))
         except (TumorLensError, OSError) as exc:
             row["status"] = f"error: {exc}"
             log.error("%s: %s", path, exc)
@@ -101,54 +121,37 @@ def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: floa
     return rows
 
 
-def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | None,
-                 pixel_spacing_mm: float | None, used: set[str]) -> dict:
-    """One input's row (and masks): a single slice as an image; a volume slice by slice."""
+def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | None, pixel_spacing_mm: float | None,
+                 used: set[str], formats: Sequence[str] | None, models: Sequence) -> dict:
+    """One input's row and outputs: a single slice as an image; a volume whole, slice by slice."""
     scan = read_scan(path, budget=CLI_BUDGET)
-    stem = _unique_stem(path, used)
+    for note in scan.notes:  # e.g. the other series in the folder, and how to pick one
+        log.info("%s: %s", path, note)
     volume = scan.is_volume and pipeline.segmenter is not None
-    on_slice = None
-    if volume:
-        masks = out / f"{stem}_masks"
-        masks.mkdir(exist_ok=True)
-        digits = max(3, len(str(scan.n_slices - 1)))
-
-        slice_masks: list[np.ndarray] = []
-
-        def on_slice(i: int, seg: Segmentation) -> None:
-            _save_mask(seg, masks / f"slice_{i:0{digits}d}.png")
-            slice_masks.append(seg.mask)
-    result = analyze_scan(pipeline, scan, threshold=threshold, whole_volume=volume, on_slice=on_slice,
+    result = analyze_scan(pipeline, scan, threshold=threshold, whole_volume=volume,
                           spacing=None if scan.pixel_spacing_mm else pixel_spacing_mm,
                           slice_index=LARGEST if volume else None)
+    outputs = write_outputs(result, out, formats=formats, stem=_unique_stem(path, used), models=models,
+                            name=path.name)
+    for fmt, why in outputs.skipped.items():
+        log.warning("%s: no %s output: %s", path, fmt, why)
     row, seg, analysis = {"status": "ok", "slices": scan.n_slices}, result.segmentation, result.analysis
+    row.update({column: outputs.name(fmt) for fmt, column in OUTPUT_COLUMNS.items()})
+    row["skipped"] = "; ".join(f"{fmt}: {why}" for fmt, why in outputs.skipped.items())
     row["nonfinite_pixels"] = scan.nonfinite
-    if scan.nonfinite:
-        log.warning("%s: %s", path, scan.nonfinite_note())
     if scan.is_volume:
         row["slice"] = result.index
     if volume:
-        if scan.kind == "nifti":  # the mask also in the input's own geometry (affine, voxel order)
-            write_nifti_mask(scan, slice_masks, out / f"{stem}_mask.nii.gz")
-            row["nifti_mask_file"] = f"{stem}_mask.nii.gz"
-        row.update(mask_file=f"{masks.name}/", tumor_found=result.tumor_found, tumor_pixels=result.tumor_voxels,
+        row.update(tumor_found=result.tumor_found, tumor_pixels=result.tumor_voxels,
                    tumor_percent=round(100 * result.tumor_voxels / (scan.n_slices * seg.mask.size), 4),
                    tumor_slices=result.tumor_slices)
         if result.volume_cm3 is not None:
             row["volume_cm3"] = round(result.volume_cm3, 4)
     elif seg is not None:
-        _save_mask(seg, out / f"{stem}_mask.png")
-        row.update(mask_file=f"{stem}_mask.png", tumor_found=result.tumor_found, tumor_pixels=seg.area_px,
+        row.update(tumor_found=result.tumor_found, tumor_pixels=seg.area_px,
                    tumor_percent=round(100 * seg.area_fraction, 4))
         if analysis.area_mm2 is not None:
             row["area_mm2"] = round(analysis.area_mm2, 2)
-    dicom_masks = slice_masks if volume else [seg.mask] if seg is not None else None
-    if scan.kind == "dicom" and dicom_masks is not None:  # a DICOM Segmentation referencing the input
-        try:
-            write_dicom_seg(scan, dicom_masks, out / f"{stem}_seg.dcm")
-            row["dicom_seg_file"] = f"{stem}_seg.dcm"
-        except DataError as exc:  # e.g. a file without study/series UIDs: the PNG masks still stand
-            log.warning("%s: no DICOM Segmentation: %s", path, exc.reason)
     if analysis.class_probabilities:
         row["predicted_class"] = analysis.predicted_class
         row.update({f"prob_{c}": round(p, 6) for c, p in analysis.class_probabilities.items()})
@@ -163,8 +166,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description=__doc__.format(segmenters=listing, no_classifier=without or "none here"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="files or folders: images (PNG, JPEG, TIFF, BMP), DICOM (.dcm), "
-                                             "NIfTI (.nii, .nii.gz)")
+                                             "NIfTI (.nii, .nii.gz), DICOM series (a folder or a .zip of slice "
+                                             "files; path#<SeriesInstanceUID> picks one)")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--format", dest="formats", default=None,
+                   help=f"outputs per input, comma-separated, of {','.join(FORMATS)} (default: png, plus nifti "
+                        "and dicom-seg where the input supports them)")
     p.add_argument("--seg-model", default=None,
                    help=f"segmenter: a name ({', '.join(records) or 'none here'}), a model folder or a Hub repo id "
                         "(default: $TUMORLENS_SEG_MODEL, else the shipped brisc2025)")
@@ -201,12 +208,31 @@ def pick_classifier(args, seg_requested: str | None) -> str | None:
     return default_model("classifier")
 
 
+def report_models(*locations: str | None) -> list:
+    """The reports' summaries of the models at `locations` (None: not loaded); an unreadable one is
+    left out, with a log line."""
+    from .scan_report import model_summary
+    summaries = []
+    for location in locations:
+        if location:
+            try:
+                summaries.append(model_summary(location))
+            except (TumorLensError, OSError, ValueError) as exc:
+                log.warning("the report leaves out the model at %s: %s", location, exc)
+    return summaries
+
+
 def check_settings(args) -> str | None:
     """Why the settings cannot work (a message), or None: checked before any model loads."""
     if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 < args.threshold < 1.0):
         return f"--threshold must lie strictly between 0 and 1 (a probability), not {args.threshold:g}"
     if args.pixel_spacing is not None and not (math.isfinite(args.pixel_spacing) and args.pixel_spacing > 0):
         return f"--pixel-spacing must be a positive number of mm per pixel, not {args.pixel_spacing:g}"
+    if args.formats is not None:
+        try:
+            parse_formats(args.formats)
+        except TumorLensError as exc:
+            return f"--format {args.formats}: {exc}"
     for folder in (args.out, *args.out.parents):
         if folder.exists():
             if not folder.is_dir():
@@ -236,7 +262,10 @@ def run(args) -> int:
     except TumorLensError as exc:
         print(f"error: cannot load the models: {exc}", file=sys.stderr)
         return 2
-    rows = predict(args.inputs, args.out, pipeline, threshold=args.threshold, pixel_spacing_mm=args.pixel_spacing)
+    formats = parse_formats(args.formats) if args.formats is not None else None
+    models = report_models(seg, clf) if formats and "report" in formats else ()
+    rows = predict(args.inputs, args.out, pipeline, threshold=args.threshold, pixel_spacing_mm=args.pixel_spacing,
+                   formats=formats, models=models)
     bad = sum(r["status"] != "ok" for r in rows)
     print(f"{len(rows) - bad} of {len(rows)} files predicted; results in {args.out / 'predictions.csv'}")
     return 0 if bad == 0 else 1

@@ -4,8 +4,9 @@ masks -> sizes. No Gradio here; the front ends turn `DataError`s into their own 
 - `load_scan(path)`: `medical_io.read_scan`, remembering the last `SCAN_CACHE_SIZE` files (by path,
   size and modification time), so moving the app's slice slider does not decode the file again.
 - `analyze_scan(pipeline, scan, ...)` -> `ScanResult`: one slice segmented and classified; in
-  whole-volume mode every slice is segmented (`VOLUME_BATCH` per model call) and the tumor volume
-  comes out in cm³ when the voxel size is known. With a `budget` (`medical_io.RequestBudget`; the
+  whole-volume mode every slice is segmented (`VOLUME_BATCH` per model call), its mask kept
+  (`ScanResult.masks`, for the exports of `scan_outputs`), and the tumor volume comes out in cm³ when
+  the voxel size is known. With a `budget` (`medical_io.RequestBudget`; the
   app passes `APP_BUDGET`), a volume of more than `budget.max_volume_slices` slices is refused in
   whole-volume mode (BudgetError naming the `tumorlens predict` command that runs it whole); one
   slice of it still analyzes.
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,6 +33,7 @@ from .medical_io import CLI_BUDGET, RequestBudget, Scan, read_scan
 
 VOLUME_BATCH = 8           # slices per segmenter call in whole-volume mode
 SCAN_CACHE_SIZE = 4        # decoded files kept by `load_scan`
+RECENT_RESULTS = 8         # analyses kept by `RecentResults` (the app's downloads)
 LARGEST = "largest"        # slice_index: the slice with the most tumor (whole-volume mode)
 # a calibrated probability at which the classifier's word contradicts the segmenter's (see `disagreement`)
 DISAGREE_CONFIDENCE = 0.8
@@ -36,21 +41,62 @@ NO_TUMOR = "no_tumor"
 
 
 # -- reading -------------------------------------------------------------------------------
+def file_stamps(paths) -> tuple[tuple[str, int, int], ...] | None:
+    """(resolved path, size, modification time) of each file: what says a file is unchanged; None when
+    one is missing or not a file."""
+    stamps = []
+    for item in paths:
+        try:
+            path = Path(item)
+            if not path.is_file():
+                return None
+            st = path.stat()
+        except (OSError, TypeError):
+            return None
+        stamps.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
 @functools.lru_cache(maxsize=SCAN_CACHE_SIZE)
-def _read_cached(path: str, size: int, mtime_ns: int, budget: RequestBudget) -> Scan:
-    return read_scan(path, budget=budget)
+def _read_cached(files: tuple[tuple[str, int, int], ...], budget: RequestBudget) -> Scan:
+    paths = [path for path, _, _ in files]
+    return read_scan(paths[0] if len(paths) == 1 else paths, budget=budget)
 
 
 def load_scan(path, budget: RequestBudget = CLI_BUDGET) -> Scan:
     """`read_scan(path, budget=budget)`, from a small cache keyed by the resolved path, size and
-    modification time (a changed or replaced file is read again). Raises DataError as read_scan does."""
-    if path is None:
-        return read_scan(path, budget=budget)
-    p = Path(path)
-    if not p.is_file():
-        return read_scan(p, budget=budget)  # raises the DataError that explains it
-    st = p.stat()
-    return _read_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, budget)
+    modification time (a changed or replaced file is read again). `path` may be a list: the files of one
+    multi-file upload (a DICOM series), keyed by each file. Raises DataError as read_scan does."""
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    stamps = file_stamps(paths) if paths and None not in paths else None
+    if not stamps:
+        return read_scan(path, budget=budget)  # raises the DataError that explains it, or reads a folder
+    return _read_cached(stamps, budget)
+
+
+class RecentResults:
+    """The last `size` analyses by a key (the app's: the files' `file_stamps`, the settings, the model),
+    with when each ran, so an export writes the analysis a page shows without a second model run.
+    Thread-safe; an evicted one is analysed again by its caller."""
+
+    def __init__(self, size: int = RECENT_RESULTS):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key) -> tuple[ScanResult, datetime] | None:
+        with self._lock:
+            if key is not None and key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, result: ScanResult) -> tuple[ScanResult, datetime]:
+        entry = (result, datetime.now(timezone.utc))
+        if key is not None and self.size > 0:
+            with self._lock:
+                self._items[key] = entry
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return entry
 
 
 def model_threshold(pipeline: Pipeline | None) -> float:
@@ -69,6 +115,13 @@ class ScanResult:
     spacing_source: str | None = None              # 'header' | 'entered' | None
     slice_tumor_px: list[int] | None = None         # whole-volume mode: tumor pixels per slice
     notes: list[str] = field(default_factory=list)
+    masks: list[np.ndarray] | None = field(default=None, repr=False)  # whole-volume mode: every slice's mask
+
+    def slice_masks(self) -> dict[int, np.ndarray]:
+        """{slice index: mask} for every slice segmented: all of a volume analysed whole, else the one shown."""
+        if self.masks is not None:
+            return dict(enumerate(self.masks))
+        return {} if self.segmentation is None else {self.index: self.segmentation.mask}
 
     @property
     def segmentation(self) -> Segmentation | None:
@@ -174,9 +227,10 @@ def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = No
             notes.append("Whole volume: this file holds one slice, so there is no volume to measure.")
         return ScanResult(scan, index, pipeline.analyze(rgb, threshold=threshold, pixel_spacing_mm=pixel_spacing),
                           source, None, notes)
-    counts, shown, best = [], None, None
+    counts, masks, shown, best = [], [], None, None
     for i, image, seg in segment_slices(pipeline.segmenter, scan, threshold, progress=progress):
         counts.append(seg.area_px)
+        masks.append(seg.mask)
         if on_slice is not None:
             on_slice(i, seg)
         if i == index:
@@ -186,7 +240,7 @@ def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = No
     if best is not None:
         index, rgb, shown = best
     return ScanResult(scan, index, Analysis(rgb, shown, classify(pipeline, rgb, shown), pixel_spacing),
-                      source, counts, notes)
+                      source, counts, notes, masks)
 
 
 # -- the report the app shows --------------------------------------------------------------
@@ -266,5 +320,5 @@ def disagreement(analysis: Analysis, confident: float = DISAGREE_CONFIDENCE) -> 
     return None
 
 
-__all__ = ["ScanResult", "analyze_scan", "classify", "describe_area", "disagreement", "load_scan", "model_threshold", "report",
+__all__ = ["RecentResults", "ScanResult", "analyze_scan", "file_stamps", "classify", "describe_area", "disagreement", "load_scan", "model_threshold", "report",
            "resolve_spacing", "segment_slices", "LARGEST", "SCAN_CACHE_SIZE", "VOLUME_BATCH"]
