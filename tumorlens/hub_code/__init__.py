@@ -25,13 +25,25 @@ def _update_json(path: Path, changes: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def takes_transformers_keys(folder: str | Path) -> bool:
+    """Whether smp still loads this segmenter with transformers' keys in its config.json: smp hands every
+    config.json key on to the encoder, which a timm universal encoder (`tu-...`) passes to
+    timm.create_model, where `model_type` or `auto_map` is an error. Such a segmenter ships without the
+    transformers code (its card then shows no transformers snippet)."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return not str(config.get("encoder_name", "")).startswith("tu-")
+
+
 def add_transformers_code(folder: str | Path, kind: str) -> list[Path]:
     """Copy the code for `kind` ("segmenter" or "classifier") into a saved model folder and register
     it in config.json; the files the plain loaders read keep their meaning
-    (smp and timm ignore the added keys). Returns the files written."""
+    (smp and timm ignore the added keys). Returns the files written (none for a segmenter with a timm
+    universal encoder: see `takes_transformers_keys`)."""
     if kind not in CODE_FILES:
         raise ValueError(f"kind must be one of {sorted(CODE_FILES)}, not {kind!r}")
     folder = Path(folder)
+    if kind == "segmenter" and not takes_transformers_keys(folder):
+        return []
     written = []
     for module in CODE_FILES[kind]:
         written.append(Path(shutil.copyfile(HERE / f"{module}.py", folder / f"{module}.py")))
