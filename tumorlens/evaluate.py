@@ -292,6 +292,9 @@ def evaluate_model(folder: str | Path, kind: str, root=None, *, runtime: str = "
     record = get_dataset(dataset)
     if kind == "classifier" and record.releases:
         plot_confusion(result, folder / "confusion_matrix.png", record.title)
+    earlier = json.loads((folder / EVAL_NAME).read_text()) if (folder / EVAL_NAME).is_file() else {}
+    if "out_of_scope" in earlier:  # the scope gate's figures (tumorlens.bench.scope_gate run) stay with its folder
+        result["out_of_scope"] = earlier["out_of_scope"]
     (folder / EVAL_NAME).write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
 
