@@ -5,7 +5,9 @@ $TUMORLENS_SEG_MODEL / $TUMORLENS_CLS_MODEL, else tumorlens_space.json beside th
 build_space.py), else the folders shipped under models/ (works offline). The other segmenters there
 (the LGG one) join the page's model menu and load when first chosen. Examples: --examples-dataset or
 $TUMORLENS_EXAMPLES_DATASET (a Hub dataset id), --data-root wins over both; else the dataset location
-(../shared/data beside the project); LGG examples come from the dataset location only."""
+(../shared/data beside the project); LGG examples come from the dataset location only. Uploads
+that do not look like a brain MRI slice are refused by the scope gate fitted beside the classifier
+(scope_gate.safetensors; the page's "Analyze anyway" overrides it; --no-scope-check turns it off)."""
 
 import argparse
 import logging
@@ -18,6 +20,7 @@ from tumorlens.errors import TumorLensError
 from tumorlens.examples import example_paths, lgg_example_paths
 from tumorlens.inference import Pipeline
 from tumorlens.model_record import read_record
+from tumorlens.scope_gate import load_gate
 from tumorlens.registry import DEFAULT_SEGMENTER, available_segmenters, resolve_model, segmenter_name
 from tumorlens.space_bundle import space_settings
 
@@ -43,6 +46,8 @@ def main(argv=None):
     p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default=os.environ.get("TUMORLENS_RUNTIME", "auto"))
     p.add_argument("--examples-dataset", default=settings["examples_dataset"], help="Hub dataset id for the examples")
     p.add_argument("--data-root", default=None, help="BRISC 2025 root for the examples")
+    p.add_argument("--no-scope-check", action="store_true",
+                   help="analyze every upload, also those that do not look like a brain MRI slice")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = p.parse_args(argv)
@@ -61,8 +66,12 @@ def main(argv=None):
     if lgg_models:  # LGG slices go to the first segmenter whose record says it was trained on LGG
         examples += [(path, lgg_models[0]) for path in lgg_example_paths()]
     # where the models came from: the reports give their weights' versions and test scores
+    # the out-of-scope check fitted beside the classifier (none there: no check, said in the log)
+    gate = None if args.no_scope_check else load_gate(args.cls_model)
+    if gate is None and not args.no_scope_check:
+        log.warning("no scope gate beside the classifier %s: every upload is analyzed", args.cls_model)
     build_demo(pipeline, examples, segmenters=segmenters, default_segmenter=default, runtime=args.runtime,
-               model_locations=(seg, args.cls_model)).launch(server_name=args.host, server_port=args.port,
+               model_locations=(seg, args.cls_model), scope_gate=gate).launch(server_name=args.host, server_port=args.port,
                                                               **launch_options())
 
 

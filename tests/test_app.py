@@ -28,7 +28,7 @@ from test_medical_io import (BAD_INPUTS, gray, nifti_display_slices, phantom, ph
 from tumorlens import examples as examples_module
 from tumorlens.app import QUEUE_SIZE, Request, analyze_for_ui, build_demo, launch_options
 from tumorlens.data import TUMOR_CLASSES
-from tumorlens.examples import example_label, example_paths, pick_example_files
+from tumorlens.examples import example_label, example_paths, examples_from_root, pick_example_files
 from tumorlens.inference import Pipeline
 from tumorlens.registry import LGG_SEGMENTER, available_segmenters, hub_repo
 from tumorlens.medical_io import MAX_UPLOAD_BYTES, read_scan
@@ -99,9 +99,16 @@ def served(demo):
 # -- examples ------------------------------------------------------------------------------
 @pytest.mark.usefixtures("data_home")
 def test_examples_come_from_the_dataset_one_per_class():
-    paths = example_paths()
+    paths = examples_from_root()
     assert len(paths) == 4 and all(Path(p).resolve().is_relative_to(BRISC.resolve()) for p in paths)
     assert [p.split("/")[-2] for p in paths] == ["glioma", "meningioma", "no_tumor", "pituitary"]
+    assert [example_label(p) for p in paths] == ["glioma", "meningioma", "healthy (no tumor)", "pituitary"]
+
+
+def test_the_app_starts_with_the_committed_examples_when_no_source_is_named(monkeypatch):
+    monkeypatch.delenv("TUMORLENS_EXAMPLES_DATASET", raising=False)
+    paths = example_paths()
+    assert [Path(p).parent for p in paths] == [REPO / "space" / "examples"] * 4
     assert [example_label(p) for p in paths] == ["glioma", "meningioma", "healthy (no tumor)", "pituitary"]
 
 
@@ -156,8 +163,11 @@ def test_pipeline_on_real_brisc_test_slices(pipeline):
         assert seg.mask.dtype == bool and 0 <= seg.probability.min() <= seg.probability.max() <= 1
         probs = result.analysis.class_probabilities
         assert list(probs) == list(TUMOR_CLASSES) and sum(probs.values()) == pytest.approx(1, abs=1e-4)
-        overlay, mask, heat, label, verdict, size = analyze_for_ui(pipeline, Request(str(path), 0.5))
-        assert overlay.shape == heat.shape == rgb.shape and mask.shape == rgb.shape[:2]
+        overlay, mask, heat, uncertainty, label, verdict, size = analyze_for_ui(pipeline, Request(str(path), 0.5))
+        assert overlay.shape == rgb.shape and mask.shape == rgb.shape[:2]
+        # the maps carry their colour bars on the right: the slice's height, wider
+        for shown in (heat, uncertainty):
+            assert shown.shape[0] == rgb.shape[0] and shown.shape[1] > rgb.shape[1]
         assert label == probs and "tumor found" in verdict.lower() and "px" in size
 
 
@@ -199,18 +209,20 @@ def test_api_names_its_endpoints(served):
     # `model` came last, optional, so calls made before it still work
     params = api["/analyze"]["parameters"]
     assert [p["parameter_name"] for p in params] == [
-        "file", "threshold", "spacing", "slice_index", "whole_volume", "model"]
-    assert params[-1]["parameter_has_default"] and params[-1]["parameter_default"] == "brisc2025"
+        "file", "threshold", "spacing", "slice_index", "whole_volume", "model", "analyze_anyway"]
+    assert params[-2]["parameter_has_default"] and params[-2]["parameter_default"] == "brisc2025"
+    assert params[-1]["parameter_has_default"] and params[-1]["parameter_default"] is False
 
 
 def test_analyze_endpoint_returns_every_output(served):
     image = real_slice("glioma")
-    overlay, mask, heat, label, verdict, size = served.predict(handle_file(str(image)), 0.5, 0.5, api_name="/analyze")
+    overlay, mask, heat, uncertainty, label, verdict, size = served.predict(handle_file(str(image)), 0.5, 0.5, api_name="/analyze")
     assert label["label"] in TUMOR_CLASSES and len(label["confidences"]) == 4
     assert "tumor found" in verdict.lower()
     assert "px" in size and ("mm²" in size if "No tumor" not in verdict else True)
     h, w = decode_image(image).shape[:2]
-    assert Image.open(overlay).size == Image.open(heat).size == Image.open(mask).size == (w, h)
+    assert Image.open(overlay).size == Image.open(mask).size == (w, h)
+    assert Image.open(heat).size[1] == Image.open(uncertainty).size[1] == h  # with their colour bars beside
     # the model by name, as the last argument; a model the app does not offer is a clear error
     *_, named_label, _, _ = served.predict(handle_file(str(image)), 0.5, 0.5, -1, False, "brisc2025",
                                            api_name="/analyze")
@@ -300,7 +312,7 @@ def test_16_bit_and_rgba_uploads_are_analyzed(served, pipeline, tmp_path):
     t = pick_threshold(pipeline, rgb)  # pixels both in and out of the mask, so agreement means something
 
     def served_mask(path: Path) -> np.ndarray:
-        overlay, mask, heat, label, verdict, size = served.predict(handle_file(str(path)), t, None, api_name="/analyze")
+        overlay, mask, heat, uncertainty, label, verdict, size = served.predict(handle_file(str(path)), t, None, api_name="/analyze")
         assert Image.open(overlay).size == (g.shape[1], g.shape[0]) and label["label"] in TUMOR_CLASSES
         return decode_mask(mask).astype(bool)
 
@@ -328,7 +340,7 @@ def test_every_bad_upload_is_a_clear_error_and_the_app_keeps_serving(served, tmp
             if not re.search(r"Cannot read this image: .*" + message, str(exc)):
                 wrong[name] = str(exc)
     assert not wrong, wrong
-    assert served.predict(handle_file(str(real_slice("no_tumor"))), 0.5, None, api_name="/analyze")[3]["label"]
+    assert served.predict(handle_file(str(real_slice("no_tumor"))), 0.5, None, api_name="/analyze")[4]["label"]
 
 
 def test_over_cap_upload_is_refused_by_gradio_and_by_the_reader(tmp_path):

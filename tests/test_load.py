@@ -66,7 +66,7 @@ def test_twenty_clients_at_once_are_all_answered_with_bounded_memory(server):
     url, proc = server
     images = [str(real_slice(c)) for c in TUMOR_CLASSES]
     first = Client(url, verbose=False)
-    assert first.predict(handle_file(images[0]), 0.5, None, api_name="/analyze")[3]["label"]  # warm-up
+    assert first.predict(handle_file(images[0]), 0.5, None, api_name="/analyze")[4]["label"]  # warm-up
     server_process = psutil.Process(proc.pid)
     baseline = peak = server_process.memory_info().rss
     stop = threading.Event()
@@ -102,7 +102,7 @@ def test_twenty_clients_at_once_are_all_answered_with_bounded_memory(server):
 
     assert not any(t.is_alive() for t in threads), f"requests unanswered after {DEADLINE_S} s"
     assert errors == {}, errors
-    for i, (overlay, mask, heat, label, verdict, size) in enumerate(results):
+    for i, (overlay, mask, heat, uncertainty, label, verdict, size) in enumerate(results):
         assert label["label"] in TUMOR_CLASSES and "tumor found" in verdict.lower() and "px" in size, i
         assert os.path.isfile(overlay) and os.path.isfile(mask) and os.path.isfile(heat)
     growth = peak - baseline
@@ -110,4 +110,4 @@ def test_twenty_clients_at_once_are_all_answered_with_bounded_memory(server):
           f"-> peak {peak / 2**20:.0f} MiB (+{growth / 2**20:.0f} MiB)")
     assert growth < MAX_RSS_GROWTH, f"server memory grew by {growth / 2**20:.0f} MiB under the load"
     assert proc.poll() is None
-    assert first.predict(handle_file(images[2]), 0.5, None, api_name="/analyze")[3]["label"]  # still serving
+    assert first.predict(handle_file(images[2]), 0.5, None, api_name="/analyze")[4]["label"]  # still serving

@@ -201,7 +201,7 @@ def test_app_menu_offers_both_and_switching_runs_the_chosen_model(models_dir, lg
     assert list(label) == list(TUMOR_CLASSES) and classifier.images == 1
 
     threshold, *images, label_box, verdict, size = fns["switch_model"]("lgg", lgg_slice, None, -1, False,
-                                                                       progress=None)
+                                                                       False, progress=None)
     assert loads == [lgg_folder]
     assert threshold["value"] == STAND_IN_THRESHOLDS["lgg"]  # the slider moves to the LGG model's own
     assert label_box == {"__type__": "update", "value": None, "label": NO_TUMOR_TYPE_NOTE}
@@ -367,7 +367,8 @@ def test_a_copied_segmenter_folder_loads_in_the_menu_and_in_predict(models_with,
     png = generated_slice(tmp_path / "slice.png")
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="tumorlens.predict"):
-        assert cli(["predict", str(png), "--out", str(out), "--seg-model", "my-brisc-copy", "--runtime", "torch"]) == 0
+        assert cli(["predict", str(png), "--out", str(out), "--seg-model", "my-brisc-copy", "--runtime", "torch",
+                    "--no-scope-check"]) == 0  # a drawn slice, not an MRI
     assert "does not apply" not in caplog.text
     (row,) = list(csv.DictReader(open(out / "predictions.csv")))
     assert row["status"] == "ok" and (out / row["mask_file"]).is_file()
@@ -386,7 +387,8 @@ def test_a_folder_without_metadata_gets_a_record_that_runs_no_classifier(models_
     png = generated_slice(tmp_path / "slice.png")
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="tumorlens.predict"):
-        assert cli(["predict", str(png), "--out", str(out), "--seg-model", str(bare), "--runtime", "torch"]) == 0
+        assert cli(["predict", str(png), "--out", str(out), "--seg-model", str(bare), "--runtime", "torch",
+                    "--no-scope-check"]) == 0  # a drawn slice, not an MRI
     assert "segmenter someone-elses-unet: the tumor-type classifier" in caplog.text and METADATA_NAME in caplog.text
     with open(out / "predictions.csv") as f:
         reader = csv.DictReader(f)

@@ -65,7 +65,7 @@ def test_a_16_bit_png_under_the_budget_still_works(tmp_path):
     scan = read_scan(path, budget=APP_BUDGET)
     assert scan.shape == (768, 1024) and scan.rgb(0).dtype == np.uint8
     assert scan.rgb(0)[..., 0].max() == 255 and scan.nonfinite == 0
-    verdict = analyze_for_ui(stand_in_pipeline(), Request(str(path), 0.5))[4]
+    verdict = analyze_for_ui(stand_in_pipeline(), Request(str(path), 0.5))[5]
     assert "Tumor" in verdict
 
 
@@ -95,7 +95,7 @@ def test_a_1024_slice_volume_is_refused_whole_with_the_cli_hint_but_one_slice_an
         analyze_for_ui(pipeline, Request(str(path), 0.5, None, -1, True))
     assert str(tmp_path) not in info.value.message
     monkeypatch.undo()
-    overlay, mask, heat, label, verdict, size = analyze_for_ui(pipeline, Request(str(path), 0.5, None, 700, False))
+    overlay, mask, heat, uncertainty, label, verdict, size = analyze_for_ui(pipeline, Request(str(path), 0.5, None, 700, False))
     assert overlay.shape == (16, 16, 3) and "slice 700 of 1024" in verdict
     assert sum(pipeline.segmenter.batches) == 1  # one slice segmented
     assert "at most 64 slices" in inspect_for_ui(str(path))[3]
@@ -103,7 +103,7 @@ def test_a_1024_slice_volume_is_refused_whole_with_the_cli_hint_but_one_slice_an
 
 def test_a_volume_at_the_slice_limit_runs_whole(tmp_path):
     path = write_long_nifti(tmp_path / "cap.nii.gz", slices=APP_BUDGET.max_volume_slices, side=16)
-    verdict, size = analyze_for_ui(stand_in_pipeline(), Request(str(path), 0.5, None, -1, True))[4:]
+    verdict, size = analyze_for_ui(stand_in_pipeline(), Request(str(path), 0.5, None, -1, True))[5:]
     assert f"of {APP_BUDGET.max_volume_slices} slices" in size
 
 
@@ -168,7 +168,7 @@ def test_nan_and_inf_are_left_out_of_the_window_and_reported_by_every_reader(tmp
     step = max(np.abs(np.diff(ga.astype(int), axis=k)).max() for k in (0, 1))  # the ramp's largest neighbour step
     assert np.abs(gb[bad].astype(int) - ga[bad].astype(int)).max() <= step
     assert any("12 pixels held no number" in n for n in sb.notes)
-    _, size = analyze_for_ui(stand_in_pipeline(), Request(str(b), 0.5))[4:]
+    _, size = analyze_for_ui(stand_in_pipeline(), Request(str(b), 0.5))[5:]
     assert "12 pixels held no number (NaN or infinity)" in size
 
 

@@ -6,14 +6,19 @@ model yet) and a list of example files (`tumorlens.examples.example_paths()`; `(
 pairs pick a model too, as `lgg_example_paths()` do). With more than one segmenter available (each
 segmenter folder under models/, `available_segmenters()`, or `segmenters=`), the page offers a
 "Segmentation model" menu: the given pipeline serves the default one, the others load on first
-use; each model's record (its folder's metadata.json) gives its label. Two named endpoints:
+use; each model's record (its folder's metadata.json) gives its label. Three named endpoints:
 
-- `/analyze` (file, threshold, spacing, slice_index=-1, whole_volume=False, model=None) -> overlay,
-  mask, heatmap, class probabilities, verdict (Markdown), size (text). `file`: one file, or the files
-  of one DICOM series; `slice_index` -1 = the middle slice; `whole_volume` segments every slice of a
-  volume and reports the tumor volume in cm³; `model` a model name (brisc2025, lgg; None = the
-  default). Tumor types come only with models whose record says the classifier, trained on BRISC 2025
-  T1c slices, fits their inputs.
+- `/analyze` (file, threshold, spacing, slice_index=-1, whole_volume=False, model=None,
+  analyze_anyway=False) -> overlay, mask, heatmap, uncertainty (where the slice and its mirror image
+  disagree), class probabilities, verdict (Markdown), size (text). `file`: one file, or the files of one
+  DICOM series; `slice_index` -1 = the middle slice; `whole_volume` segments every slice of a volume and
+  reports the tumor volume in cm³; `model` a model name (brisc2025, lgg; None = the default). With a
+  scope gate (`build_demo(scope_gate=)`), an upload that does not look like a brain MRI slice is refused
+  (the verdict says so, with its score; no maps, no tumor type) unless `analyze_anyway`. Tumor types
+  come only with models whose record says the classifier, trained on BRISC 2025 T1c slices, fits their
+  inputs.
+- `/explain` (the same inputs) -> the Grad-CAM map of the tumor-type decision (None without one); the
+  page asks for it after the answer, from the analysis it keeps, so the verdict does not wait for it.
 - `/inspect` (file) -> what the file is (slices, spacing); in the page it also shows the slice
   slider and fills in the pixel spacing from a DICOM/NIfTI header.
 
@@ -32,7 +37,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -40,15 +44,18 @@ import gradio as gr
 from gradio.data_classes import FileData, ListFiles
 from pydantic import model_validator
 
-from .errors import DataError, public_message
+# re-exported: the page's actions and models, as tests and the benchmarks call them
+from .app_actions import (DOWNLOADS, NO_TUMOR_TYPE_NOTE, TUMOR_TYPE_LABEL, PageState, Request,  # noqa: F401
+                          analyze_for_ui, analyze_result, analyze_with_model, downloads_note, explain_for_ui,
+                          exports_for_ui, inspect_for_ui, page_outputs, pipeline_for_ui, result_key,
+                          switch_model_for_ui, upload_paths)
 from .examples import example_label
 from .inference import Pipeline, Segmenter
-from .medical_io import APP_BUDGET, MAX_UPLOAD_BYTES, RequestBudget, Scan, cli_command, read_header
-from .registry import DEFAULT_SEGMENTER, UnknownModelError, available_segmenters, resolve_model
-from .scan_analysis import RecentResults, ScanResult, analyze_scan, file_stamps, load_scan, model_threshold, report
-from .scan_outputs import FORMATS, Outputs, source_name, write_outputs
+from .medical_io import MAX_UPLOAD_BYTES
+from .registry import DEFAULT_SEGMENTER, available_segmenters, resolve_model
+from .scan_analysis import RecentResults, model_threshold  # noqa: F401 - RecentResults re-exported
+from .scope_gate import ScopeGate
 from .segmenter_bank import SegmenterBank  # noqa: F401 - re-exported: the page's models
-from .visualize import heatmap, mask_image, overlay_outline
 
 log = logging.getLogger("tumorlens.app")
 
@@ -57,32 +64,8 @@ DISCLAIMER = ("**Research use only.** TumorLens is not a medical device; its out
 CONCURRENCY_ENV = "TUMORLENS_CONCURRENCY"
 DEFAULT_CONCURRENCY = 2
 QUEUE_SIZE = 64            # waiting requests beyond this are turned away ("queue is full")
-TUMOR_TYPE_LABEL = "Tumor type"
-NO_TUMOR_TYPE_NOTE = "Tumor type: only for the BRISC model (T1c)"
-DOWNLOADS = {"png": "Mask (PNG)", "nifti": "Mask (NIfTI)", "dicom-seg": "DICOM SEG",
-             "secondary-capture": "Outline (DICOM Secondary Capture)", "report": "Report (HTML)"}
 UPLOAD_LABEL = ("MRI: an image (PNG, JPEG, TIFF, BMP), a DICOM file, a DICOM series (its files together, or a "
                 ".zip) or a NIfTI volume (.nii, .nii.gz)")
-
-
-# -- the page ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Request:
-    """One analysis as the page or an API client asks for it: the file and the settings."""
-
-    file: str | list[str] | None        # one upload, or the files of one multi-file upload (a DICOM series)
-    threshold: float | None = None      # None: the model's own
-    spacing: float | None = None        # mm per pixel; None or 0: the header's, if any
-    slice_index: int | None = -1        # -1: the middle slice
-    whole_volume: bool = False
-    model: str | None = None            # a model name of the page's menu; None: the page's default
-
-
-@dataclass(frozen=True)
-class PageState:
-    """What one browser session's page remembers between events (held in a gr.State)."""
-
-    spacing_from_header: bool = False   # the spacing field holds what /inspect read from a header
 
 
 class OneOrMoreFiles(ListFiles):
@@ -94,176 +77,6 @@ class OneOrMoreFiles(ListFiles):
     def _listed(cls, value):
         return [value] if isinstance(value, (dict, FileData)) else value
 
-
-def _error(message: str, *paths) -> gr.Error:
-    """The message a user sees: server folders (the upload's temporary one and any other) cut out."""
-    return gr.Error(public_message(message, *paths), print_exception=False)
-
-
-def _upload_paths(file) -> list[str]:
-    """The upload's files: one, or several (a multi-file upload); [] when none."""
-    items = [] if file is None else list(file) if isinstance(file, (list, tuple)) else [file]
-    return [str(getattr(item, "path", item)) for item in items]
-
-
-def _read(file, budget: RequestBudget = APP_BUDGET) -> Scan:
-    paths = _upload_paths(file)
-    if not paths:
-        raise _error("Upload an MRI first (an image, a DICOM file or series, or a NIfTI volume).")
-    try:
-        return load_scan(paths, budget)
-    except DataError as exc:
-        raise _error(f"Cannot read this image: {exc.reason}.", *paths) from exc
-    except MemoryError as exc:
-        raise _error("Cannot read this image: it needs more memory than this server has.") from exc
-
-
-def inspect_for_ui(file, state: PageState | None = None):
-    """On upload: describe the file, show the slice slider for volumes, fill in the header's spacing.
-    Returns updates for (slice slider, slice index, spacing, info, page state, whole-volume box).
-
-    The slider is for the page only; /analyze takes the slice as a plain number (kept in step with
-    the slider in the browser), so the slider's per-session range never rejects an API call."""
-    state = state or PageState()
-    hidden_slider = gr.update(minimum=0, maximum=1, value=0, visible=False)
-    paths = _upload_paths(file)
-    if not paths:
-        return (hidden_slider, -1, (gr.update(value=None) if state.spacing_from_header else gr.update()), "",
-                PageState(), gr.update(visible=False))
-    scan = _read(file)
-    info = [scan.describe()]
-    if scan.is_volume:
-        middle = scan.n_slices // 2
-        slider = gr.update(minimum=0, maximum=scan.n_slices - 1, value=middle, visible=True,
-                           label=f"Slice (0-{scan.n_slices - 1})")
-    else:
-        middle, slider = -1, hidden_slider
-    if scan.pixel_spacing_mm:
-        spacing_update, state = gr.update(value=float(scan.pixel_spacing_mm[0])), PageState(spacing_from_header=True)
-        info.append("Pixel spacing read from the header.")
-    elif state.spacing_from_header:
-        spacing_update, state = gr.update(value=None), PageState()
-    else:
-        spacing_update = gr.update()
-    info += scan.notes
-    limit = APP_BUDGET.max_volume_slices
-    if limit is not None and scan.n_slices > limit:
-        info.append(f"Whole-volume mode analyzes at most {limit} slices per request here; single slices all work. "
-                    f"For the whole volume run `{cli_command(paths[0] if len(paths) == 1 else 'SERIES_FOLDER')}`.")
-    return slider, middle, spacing_update, "  \n".join(info), state, gr.update(visible=scan.is_volume, value=False)
-
-
-def analyze_result(pipeline: Pipeline | None, request: Request, progress=None) -> ScanResult:
-    """`request` analysed with `pipeline`; every failure a message for the page."""
-    if pipeline is None:
-        raise _error("No model yet: train one (train/train_segmenter.py) or set TUMORLENS_SEG_MODEL.")
-    paths = _upload_paths(request.file)
-    if request.whole_volume and len(paths) == 1 and Path(paths[0]).is_file():
-        # refused from the header, before the volume is decoded
-        try:
-            header = read_header(paths[0])
-        except DataError:  # an unreadable file: _read below says why
-            header = None
-        if header is not None and header.slices > 1:
-            try:
-                APP_BUDGET.check_whole_volume(header.slices, paths[0])
-            except DataError as exc:
-                raise _error(f"Cannot analyze this image: {exc.reason}.", *paths) from exc
-    scan = _read(request.file)
-    try:
-        return analyze_scan(pipeline, scan, threshold=request.threshold, spacing=request.spacing,
-                            slice_index=request.slice_index, whole_volume=bool(request.whole_volume),
-                            progress=progress, budget=APP_BUDGET)
-    except DataError as exc:
-        raise _error(f"Cannot analyze this image: {exc.reason}.", *paths) from exc
-    except MemoryError as exc:
-        raise _error("Cannot analyze this image: it needs more memory than this server has.") from exc
-
-
-def page_outputs(result: ScanResult):
-    """(overlay, mask, heatmap, class probabilities, verdict, size) of `result`, as the page shows them."""
-    rgb, seg = result.analysis.image, result.segmentation
-    if seg is None:
-        overlay = mask = heat = rgb
-    else:
-        overlay, mask, heat = overlay_outline(rgb, seg.mask), mask_image(seg.mask), heatmap(rgb, seg.probability)
-    verdict, size = report(result)
-    return overlay, mask, heat, result.analysis.class_probabilities or None, verdict, size
-
-
-def analyze_for_ui(pipeline: Pipeline | None, request: Request, progress=None):
-    """`request` with `pipeline`: (overlay, mask, heatmap, class probabilities, verdict, size)."""
-    return page_outputs(analyze_result(pipeline, request, progress))
-
-
-def result_key(bank: SegmenterBank, request: Request) -> tuple | None:
-    """What makes two requests the same analysis: the files (path, size, modification time), the settings
-    and the model; None when a file is gone."""
-    stamps = file_stamps(_upload_paths(request.file))
-    if stamps is None:
-        return None
-    return (stamps, request.threshold, request.spacing, request.slice_index, bool(request.whole_volume),
-            request.model or bank.default)
-
-
-def pipeline_for_ui(bank: SegmenterBank, name: str | None) -> Pipeline | None:
-    try:
-        return bank.get(name)
-    except UnknownModelError as exc:
-        raise _error(f"{exc}.") from exc
-    except Exception as exc:  # noqa: BLE001 - a missing or broken model must not stop the app
-        log.error("cannot load the %s segmenter: %s: %s", name, exc.__class__.__name__, exc)
-        raise _error(f"Cannot load the {bank.record(name).short} model ({exc.__class__.__name__}: {exc}); "
-                     "the other models still work.") from exc
-
-
-def analyze_with_model(bank: SegmenterBank, request: Request, progress=None, recent: RecentResults | None = None):
-    """/analyze with the segmentation model `request.model` names (None: the default): the outputs
-    of `analyze_for_ui`; for a model the classifier does not fit, no tumor type and a note why. The
-    result is kept in `recent` (if given) for the page's downloads."""
-    result = analyze_result(pipeline_for_ui(bank, request.model), request, progress)
-    if recent is not None:
-        recent.put(result_key(bank, request), result)
-    outputs = page_outputs(result)
-    if bank.tumor_types(request.model):
-        return outputs
-    overlay, mask, heat, _, verdict, size = outputs
-    return overlay, mask, heat, None, f"{verdict}\n\n*{NO_TUMOR_TYPE_NOTE}.*", size
-
-
-def switch_model_for_ui(bank: SegmenterBank, request: Request, progress=None, recent: RecentResults | None = None):
-    """On a new choice in the model menu (`request.model`): load the model (once), move the threshold
-    slider to its own tuned threshold, retitle the tumor-type box, and analyze the loaded file again,
-    if any. Returns updates for (threshold, overlay, mask, heatmap, tumor type, verdict, size)."""
-    threshold = model_threshold(pipeline_for_ui(bank, request.model))
-    title = TUMOR_TYPE_LABEL if bank.tumor_types(request.model) else NO_TUMOR_TYPE_NOTE
-    if not _upload_paths(request.file):
-        return gr.update(value=threshold), gr.skip(), gr.skip(), gr.skip(), gr.update(value=None, label=title), \
-            gr.skip(), gr.skip()
-    overlay, mask, heat, label, verdict, size = analyze_with_model(bank, replace(request, threshold=threshold),
-                                                                   progress, recent)
-    return gr.update(value=threshold), overlay, mask, heat, gr.update(value=label, label=title), verdict, size
-
-
-def exports_for_ui(bank: SegmenterBank, request: Request, out: Path, recent: RecentResults | None = None,
-                   progress=None) -> Outputs:
-    """Every export (`scan_outputs.FORMATS`) of `request`'s analysis, written into folder `out` by
-    `scan_outputs.write_outputs` (as `tumorlens predict` writes them): the analysis the page shows when
-    `recent` holds it, else a fresh one. The report names the models with their test scores."""
-    recent = recent if recent is not None else RecentResults(0)
-    key = result_key(bank, request)
-    entry = recent.get(key) or recent.put(key, analyze_result(pipeline_for_ui(bank, request.model), request, progress))
-    result, created = entry
-    paths = _upload_paths(request.file)
-    return write_outputs(result, out, formats=FORMATS, stem=Path(paths[0]).name if len(paths) == 1 else "series",
-                         models=bank.summaries(request.model), name=source_name(result.scan), created=created)
-
-
-def downloads_note(outputs: Outputs | None) -> str:
-    """What the page says under its download buttons: the exports it could not make, and why."""
-    if outputs is None or not outputs.skipped:
-        return ""
-    return "Not for this input:  \n" + "  \n".join(f"- {DOWNLOADS[fmt]}: {why}." for fmt, why in outputs.skipped.items())
 
 
 def concurrency_limit() -> int:
@@ -292,39 +105,49 @@ def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
                segmenters: dict[str, str] | None = None, default_segmenter: str = DEFAULT_SEGMENTER,
                runtime: str = "auto", load_segmenter: Callable[[str], Segmenter] | None = None,
                concurrency: int | None = None, queue_size: int = QUEUE_SIZE,
-               model_locations: tuple[str | None, str | None] | None = None) -> gr.Blocks:
+               model_locations: tuple[str | None, str | None] | None = None,
+               scope_gate: ScopeGate | None = None) -> gr.Blocks:
     """`pipeline` serves `default_segmenter`; `segmenters` (name -> folder or Hub repo id;
     default: the shipped ones, `available_segmenters()`) adds the others to the model menu, loaded
     on first use with `load_segmenter` (default: `Segmenter.from_pretrained(..., runtime=runtime)`).
     `examples`: paths (for the default model) or (path, model name) pairs. `model_locations`: where
-    `pipeline`'s (segmenter, classifier) came from, so the report gives their versions and test scores."""
+    `pipeline`'s (segmenter, classifier) came from, so the report gives their versions and test scores.
+    `scope_gate` (tumorlens.scope_gate.load_gate()): refuse uploads that do not look like a brain MRI slice
+    (the page's "Analyze anyway" box overrides it); None: no check."""
     limit = concurrency or concurrency_limit()
     if load_segmenter is None:
         def load_segmenter(location):  # a folder, a Hub repo id or an available segmenter's name
             return Segmenter.from_pretrained(resolve_model(location), runtime=runtime)
     bank = SegmenterBank(pipeline, available_segmenters() if segmenters is None else segmenters,
-                         default=default_segmenter, load_segmenter=load_segmenter, pipeline_locations=model_locations)
+                         default=default_segmenter, load_segmenter=load_segmenter, pipeline_locations=model_locations,
+                         scope_gate=scope_gate)
     example_rows = _example_rows(examples, bank)
     recent = RecentResults()
 
     # defaults make the API's optional parameters (the page always sends every value)
     def analyze(file, threshold=None, spacing=None, slice_index=-1, whole_volume=False, model=None,
-                progress=gr.Progress()):
-        request = Request(file, threshold, spacing, slice_index, whole_volume, model)
+                analyze_anyway=False, progress=gr.Progress()):
+        request = Request(file, threshold, spacing, slice_index, whole_volume, model, analyze_anyway)
         return analyze_with_model(bank, request, progress, recent)
 
-    def switch_model(model, file, spacing, slice_index, whole_volume, progress=gr.Progress()):
-        request = Request(file, None, spacing, slice_index, whole_volume, model)
+    def explain(file, threshold=None, spacing=None, slice_index=-1, whole_volume=False, model=None,
+                analyze_anyway=False, progress=gr.Progress()):
+        request = Request(file, threshold, spacing, slice_index, whole_volume, model, analyze_anyway)
+        return explain_for_ui(bank, request, recent, progress)
+
+    def switch_model(model, file, spacing, slice_index, whole_volume, analyze_anyway, progress=gr.Progress()):
+        request = Request(file, None, spacing, slice_index, whole_volume, model, analyze_anyway)
         return switch_model_for_ui(bank, request, progress, recent)
 
-    def offer_downloads(file, threshold, spacing, slice_index, whole_volume, model, progress=gr.Progress()):
+    def offer_downloads(file, threshold, spacing, slice_index, whole_volume, model, analyze_anyway,
+                        progress=gr.Progress()):
         """The download buttons of the analysis just shown; the exports, written into a private folder,
         are handed to Gradio's cache (removed with it) and the folder removed."""
-        if not _upload_paths(file):
+        if not upload_paths(file):
             return hide_downloads()
         with tempfile.TemporaryDirectory(prefix="tumorlens-exports-") as folder:
-            outputs = exports_for_ui(bank, Request(file, threshold, spacing, slice_index, whole_volume, model),
-                                     Path(folder), recent, progress)
+            outputs = exports_for_ui(bank, Request(file, threshold, spacing, slice_index, whole_volume, model,
+                                                   analyze_anyway), Path(folder), recent, progress)
             updates = []
             for fmt, button in buttons.items():
                 path = outputs.download(fmt)
@@ -366,6 +189,9 @@ def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
                 spacing = gr.Number(value=None, elem_id="spacing",
                                     label="Pixel spacing (mm per pixel; empty or 0 = pixels and % only; "
                                           "DICOM and NIfTI fill it from their header)")
+                analyze_anyway = gr.Checkbox(False, label="Analyze anyway", elem_id="analyze-anyway",
+                                             info="Run the models even on an upload that does not look like a "
+                                                  "brain MRI slice of the kind they were trained on")
                 run = gr.Button("Analyze", variant="primary", elem_id="analyze")
                 if example_rows:
                     sources = dict.fromkeys(bank.record(m).short for _, m in example_rows)
@@ -389,9 +215,15 @@ def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
             mask = gr.Image(label="Mask", type="numpy", format="png", interactive=False, elem_id="mask")
             heat = gr.Image(label="Confidence heatmap", type="numpy", format="png", interactive=False,
                             elem_id="heatmap")
+        with gr.Row():
+            uncertainty = gr.Image(label="Uncertainty: where the slice and its mirror image disagree", type="numpy",
+                                   format="png", interactive=False, elem_id="uncertainty")
+            activation = gr.Image(label="Why this tumor type (Grad-CAM)", type="numpy", format="png",
+                                  interactive=False, elem_id="activation")
         gr.Markdown(DISCLAIMER)
         state = gr.State(PageState())
-        request_inputs = [file, threshold, spacing, slice_index, whole_volume, model]
+        request_inputs = [file, threshold, spacing, slice_index, whole_volume, model, analyze_anyway]
+        shown = [overlay, mask, heat, uncertainty, label, verdict, size]
         download_outputs = [*buttons.values(), downloads]
         slice_slider.change(None, inputs=slice_slider, outputs=slice_index, js="(v) => v")
         file.change(inspect_for_ui, inputs=[file, state],
@@ -401,15 +233,22 @@ def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
         for trigger in (file.change, run.click, model.change):
             trigger(hide_downloads, outputs=download_outputs, api_visibility="private", concurrency_limit=None,
                     show_progress="hidden")
-        run.click(analyze, inputs=request_inputs, outputs=[overlay, mask, heat, label, verdict, size],
-                  api_name="analyze", concurrency_limit=limit, concurrency_id="model").success(
-            offer_downloads, inputs=request_inputs, outputs=download_outputs, api_visibility="private",
-            concurrency_limit=limit, concurrency_id="model", show_progress="minimal")
+            trigger(lambda: None, outputs=activation, api_visibility="private", concurrency_limit=None,
+                    show_progress="hidden")
+        analyzed = run.click(analyze, inputs=request_inputs, outputs=shown, api_name="analyze",
+                             concurrency_limit=limit, concurrency_id="model")
+        # after the answer, not in it: the explanation costs backward passes the verdict need not wait for
+        analyzed.success(explain, inputs=request_inputs, outputs=activation, api_name="explain",
+                         concurrency_limit=limit, concurrency_id="model", show_progress="minimal")
+        analyzed.success(offer_downloads, inputs=request_inputs, outputs=download_outputs, api_visibility="private",
+                         concurrency_limit=limit, concurrency_id="model", show_progress="minimal")
         # the page's own (the menu or an example changed it): API clients pass `model` to /analyze
-        model.change(switch_model, inputs=[model, file, spacing, slice_index, whole_volume],
-                     outputs=[threshold, overlay, mask, heat, label, verdict, size], api_visibility="private",
-                     concurrency_limit=limit, concurrency_id="model").success(
-            offer_downloads, inputs=request_inputs, outputs=download_outputs, api_visibility="private",
-            concurrency_limit=limit, concurrency_id="model", show_progress="minimal")
+        switched = model.change(switch_model, inputs=[model, file, spacing, slice_index, whole_volume, analyze_anyway],
+                                outputs=[threshold, *shown], api_visibility="private",
+                                concurrency_limit=limit, concurrency_id="model")
+        switched.success(explain, inputs=request_inputs, outputs=activation, api_visibility="private",
+                         concurrency_limit=limit, concurrency_id="model", show_progress="minimal")
+        switched.success(offer_downloads, inputs=request_inputs, outputs=download_outputs, api_visibility="private",
+                         concurrency_limit=limit, concurrency_id="model", show_progress="minimal")
     demo.queue(max_size=queue_size, default_concurrency_limit=limit)
     return demo

@@ -30,6 +30,7 @@ from .errors import DataError
 from .inference import Analysis, Pipeline, Segmentation, Segmenter
 from .postprocess import DEFAULT_THRESHOLD
 from .medical_io import CLI_BUDGET, RequestBudget, Scan, read_scan
+from .scope_gate import ScopeGate, ScopeResult
 
 VOLUME_BATCH = 8           # slices per segmenter call in whole-volume mode
 SCAN_CACHE_SIZE = 4        # decoded files kept by `load_scan`
@@ -116,6 +117,13 @@ class ScanResult:
     slice_tumor_px: list[int] | None = None         # whole-volume mode: tumor pixels per slice
     notes: list[str] = field(default_factory=list)
     masks: list[np.ndarray] | None = field(default=None, repr=False)  # whole-volume mode: every slice's mask
+    scope: ScopeResult | None = None                # the out-of-scope check, when one ran
+    analyzed_anyway: bool = False                   # the check refused it and the user asked to go on
+
+    @property
+    def refused(self) -> bool:
+        """The scope check refused the upload and no model ran on it."""
+        return self.scope is not None and not self.scope.in_scope and not self.analyzed_anyway
 
     def slice_masks(self) -> dict[int, np.ndarray]:
         """{slice index: mask} for every slice segmented: all of a volume analysed whole, else the one shown."""
@@ -203,14 +211,18 @@ def classify(pipeline: Pipeline, rgb: np.ndarray, seg: Segmentation | None) -> d
 def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = None,
                  spacing: float | None = None, slice_index: int | str | None = None, whole_volume: bool = False,
                  progress=None, on_slice: Callable[[int, Segmentation], None] | None = None,
-                 budget: RequestBudget | None = None) -> ScanResult:
+                 budget: RequestBudget | None = None, scope_gate: ScopeGate | None = None,
+                 analyze_anyway: bool = False) -> ScanResult:
     """Segment and classify one slice of `scan` (None or -1: the middle one); with `whole_volume`,
     segment every slice too and keep each slice's tumor pixel count (for the volume in cm³).
 
     Whole-volume mode only: `slice_index=LARGEST` picks the slice with the most tumor (the middle
     one when there is none), and `on_slice(index, segmentation)` sees every slice's segmentation;
     `budget.max_volume_slices` (if given) caps the slices it segments: a longer volume is refused
-    (BudgetError) before any model call."""
+    (BudgetError) before any model call.
+
+    `scope_gate`: check the slice (whole-volume mode: the middle one) before any model runs; a refused
+    one comes back with no segmentation or tumor type (`ScanResult.refused`), unless `analyze_anyway`."""
     threshold = model_threshold(pipeline) if threshold is None else threshold
     if not 0.0 < float(threshold) < 1.0:
         raise DataError(None, f"threshold must lie between 0 and 1, not {threshold}")
@@ -222,11 +234,17 @@ def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = No
         budget.check_whole_volume(scan.n_slices, scan.source)
     pixel_spacing, source = resolve_spacing(scan, spacing)
     notes = []
+    scope = None
+    if scope_gate is not None:
+        scope = scope_gate.check(rgb if not (whole_volume and scan.is_volume) else scan.rgb(n // 2))
+        if not scope.in_scope and not analyze_anyway:
+            return ScanResult(scan, index, Analysis(rgb, None, {}, pixel_spacing), source, None, notes, scope=scope)
+    anyway = scope is not None and not scope.in_scope
     if not (whole_volume and scan.is_volume and pipeline.segmenter is not None):
         if whole_volume and not scan.is_volume:
             notes.append("Whole volume: this file holds one slice, so there is no volume to measure.")
         return ScanResult(scan, index, pipeline.analyze(rgb, threshold=threshold, pixel_spacing_mm=pixel_spacing),
-                          source, None, notes)
+                          source, None, notes, scope=scope, analyzed_anyway=anyway)
     counts, masks, shown, best = [], [], None, None
     for i, image, seg in segment_slices(pipeline.segmenter, scan, threshold, progress=progress):
         counts.append(seg.area_px)
@@ -240,7 +258,7 @@ def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = No
     if best is not None:
         index, rgb, shown = best
     return ScanResult(scan, index, Analysis(rgb, shown, classify(pipeline, rgb, shown), pixel_spacing),
-                      source, counts, notes, masks)
+                      source, counts, notes, masks, scope=scope, analyzed_anyway=anyway)
 
 
 # -- the report the app shows --------------------------------------------------------------
@@ -261,6 +279,8 @@ def _mm(x: float) -> str:
 def report(result: ScanResult) -> tuple[str, str]:
     """(verdict as Markdown, size as text) for the page and the API."""
     seg, scan = result.segmentation, result.scan
+    if result.refused:
+        return refusal(result.scope), ""
     if seg is None:
         return "No segmenter loaded: tumor type only.", ""
     lines = []
@@ -290,6 +310,8 @@ def report(result: ScanResult) -> tuple[str, str]:
         lines.append(text)
     if scan.nonfinite:
         lines.append(scan.nonfinite_note())
+    if result.scope is not None:
+        lines.append(f"Scope check: {result.scope.message}")
     lines += result.notes
     if result.slice_tumor_px is not None:
         verdict = (f"### Tumor found\nOn {result.tumor_slices} of {scan.n_slices} slices." if result.tumor_found
@@ -297,7 +319,17 @@ def report(result: ScanResult) -> tuple[str, str]:
     else:
         verdict = disagreement(result.analysis) or (
             f"### Tumor found\nOn {where}." if result.tumor_found else f"### No tumor found\nOn {where}.")
+    if result.analyzed_anyway:
+        verdict += f"\n\n**Analyzed anyway:** {result.scope.message} Read this result with that in mind."
     return verdict, "\n".join(lines)
+
+
+ANALYZE_ANYWAY_HINT = "Tick **Analyze anyway** (API: `analyze_anyway=True`; CLI: `--no-scope-check`) to run the models regardless."
+
+
+def refusal(scope: ScopeResult) -> str:
+    """The verdict (Markdown) for an upload the scope check refused: no tumor verdict, the score, the way on."""
+    return f"### Not analyzed: this does not look like a brain MRI slice\n{scope.message}\n\n{ANALYZE_ANYWAY_HINT}"
 
 
 def disagreement(analysis: Analysis, confident: float = DISAGREE_CONFIDENCE) -> str | None:
@@ -320,5 +352,73 @@ def disagreement(analysis: Analysis, confident: float = DISAGREE_CONFIDENCE) -> 
     return None
 
 
-__all__ = ["RecentResults", "ScanResult", "analyze_scan", "file_stamps", "classify", "describe_area", "disagreement", "load_scan", "model_threshold", "report",
+__all__ = ["RecentResults", "ScanResult", "analyze_scan", "file_stamps", "classify", "describe_area", "disagreement", "load_scan", "model_threshold", "refusal", "report",
            "resolve_spacing", "segment_slices", "LARGEST", "SCAN_CACHE_SIZE", "VOLUME_BATCH"]
+
+
+# -- many single slices at once (the batch CLI) ----------------------------------------------
+def analyze_slices(pipeline: Pipeline, scans, *, threshold: float | None = None, spacing=None,
+                   scope_gate: ScopeGate | None = None, batch_size: int = 16,
+                   disagreement: bool = False) -> list:
+    """`analyze_scan(pipeline, scan, threshold=..., spacing=..., scope_gate=...)` for each single-slice
+    scan in `scans`, with the scope gate, the segmenter and the classifier each run on batches of
+    `batch_size` slices: the same ScanResults (masks equal, probabilities up to float noise). `spacing`:
+    one value for every scan, or a list with one per scan. Per scan, in order: its ScanResult, or the
+    DataError analyze_scan raises for that scan alone (an unreadable slice, an impossible spacing). The
+    segmentations carry no flip-disagreement map unless `disagreement` (analyze_scan's do). A volume
+    is refused (ValueError): analyze it with analyze_scan."""
+    threshold = model_threshold(pipeline) if threshold is None else threshold
+    if not 0.0 < float(threshold) < 1.0:
+        raise DataError(None, f"threshold must lie between 0 and 1, not {threshold}")
+    scans = list(scans)
+    spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(scans)
+    results: list = [None] * len(scans)
+    ready = []  # (position, rgb, pixel spacing, its source)
+    for k, (scan, entered) in enumerate(zip(scans, spacings, strict=True)):
+        if scan.is_volume:
+            raise ValueError(f"{scan.source}: a volume of {scan.n_slices} slices; analyze it with analyze_scan")
+        try:
+            ready.append((k, scan.rgb(0), *resolve_spacing(scan, entered)))
+        except DataError as exc:
+            results[k] = exc
+    scopes = _scope_batch(scope_gate, [r[1] for r in ready], batch_size)
+    run = []
+    for (k, rgb, pixel_spacing, source), scope in zip(ready, scopes):
+        if scope is not None and not scope.in_scope:
+            results[k] = ScanResult(scans[k], 0, Analysis(rgb, None, {}, pixel_spacing), source, None, [], scope=scope)
+        else:
+            run.append((k, rgb, pixel_spacing, source, scope))
+    images = [r[1] for r in run]
+    segs = [None] * len(run)
+    segmenter = pipeline.segmenter
+    if segmenter is not None and images:
+        if hasattr(segmenter, "probability_maps"):
+            maps = segmenter.probability_maps(images, batch_size, disagreement=disagreement)
+        else:  # a stand-in with probabilities() only
+            maps = [(p, None) for p in segmenter.probabilities(images, batch_size=batch_size)]
+        segs = []
+        for prob, gaps in maps:
+            seg = segmenter.from_probability(prob, threshold)
+            seg.disagreement = gaps
+            segs.append(seg)
+    probs = [{} for _ in run]
+    if pipeline.classifier is not None and images:
+        masks = [segmenter.classifier_mask(s) for s in segs] if pipeline.classifier.needs_masks else None
+        names = pipeline.classifier.label_names
+        probs = [{n: float(v) for n, v in zip(names, p)} for p in pipeline.classifier.probabilities(images, masks)]
+    for (k, rgb, pixel_spacing, source, scope), seg, p in zip(run, segs, probs):
+        results[k] = ScanResult(scans[k], 0, Analysis(rgb, seg, p, pixel_spacing), source, None, [], scope=scope)
+    return results
+
+
+def _scope_batch(gate: ScopeGate | None, images: list[np.ndarray], batch_size: int) -> list[ScopeResult | None]:
+    """`gate.check(rgb)` for each image, the gate's features read in batches (one check at a time for a
+    gate without `features` and `model`, such as a stand-in)."""
+    if gate is None or not images:
+        return [None] * len(images)
+    if not (hasattr(gate, "features") and hasattr(gate, "model")):
+        return [gate.check(rgb) for rgb in images]
+    feats = gate.features(images, batch=batch_size)
+    scores, nearest = gate.model.score(feats), gate.model.nearest(feats)
+    return [ScopeResult(float(s) >= gate.threshold, float(s), gate.threshold, gate.model.datasets[int(j)], bool(b))
+            for s, j, b in zip(scores, nearest, feats["blank"])]

@@ -94,6 +94,8 @@ def unsupported(result: ScanResult, fmt: str) -> str | None:
     """Why `result` cannot have output `fmt`, or None when it can."""
     scan = result.scan
     whole = not scan.is_volume or result.masks is not None
+    if fmt in MASK_FORMATS and result.refused:
+        return "the scope check refused this upload (it does not look like a brain MRI slice), so no model ran"
     if fmt in MASK_FORMATS and result.segmentation is None:
         return "no segmenter ran, so there is no mask"
     if fmt == "nifti":

@@ -279,7 +279,8 @@ def render_report(result: ScanResult, *, source_sha256: str, models: Sequence[Mo
     caption = (f"Slice {result.index} of {scan.n_slices} (numbered 0-{scan.n_slices - 1})" if scan.is_volume
                else "The image") + f", {w} x {h} px"
     caption += ": tumor outline in red." if seg is not None and seg.area_px else (
-        ": no tumor outlined." if seg is not None else ": no segmenter, no outline.")
+        ": no tumor outlined." if seg is not None else
+        ": not analyzed (the scope check refused it)." if result.refused else ": no segmenter, no outline.")
 
     inputs = [_row("File", name, "source_name"), _row("Kind", scan.describe(), "kind")]
     if description:

@@ -28,8 +28,10 @@ class SegmenterBank:
     def __init__(self, pipeline: Pipeline | None, locations: dict[str, str] | None = None, *,
                  default: str = DEFAULT_SEGMENTER,
                  load_segmenter: Callable[[str], Segmenter] = Segmenter.from_pretrained,
-                 pipeline_locations: Sequence[str | None] | None = None):
+                 pipeline_locations: Sequence[str | None] | None = None, scope_gate=None):
         self.default, self.locations, self._load = default, dict(locations or {}), load_segmenter
+        # the out-of-scope check (tumorlens.scope_gate.ScopeGate) every model's requests pass; None: none
+        self.scope_gate = scope_gate
         # where `pipeline`'s (segmenter, classifier) were loaded from, for the reports; unknown: None
         self.pipeline_locations = tuple(pipeline_locations or (None, None))
         self._summaries: dict[str | None, object] = {}

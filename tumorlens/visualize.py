@@ -1,8 +1,10 @@
 """Pictures of a prediction (tumor outline over the MRI, the mask, a confidence heatmap, the flip
-disagreement, a class-activation map; every map with its colour bar) and of a classifier's scores
-(its confusion matrix)."""
+disagreement, a class-activation map; every map with its colour bar), of a prediction against the
+expert's reference (`comparison_overlay`) and of a classifier's scores (its confusion matrix)."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from matplotlib import colormaps
@@ -29,12 +31,40 @@ def mask_image(mask: np.ndarray) -> np.ndarray:
     return (np.asarray(mask, bool) * 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=16)
+def _colour_table(cmap: str) -> np.ndarray:
+    """The colormap's N colours as 0-255 floats (read-only): what `colormaps[cmap](x)[..., :3] * 255` gives."""
+    table = colormaps[cmap](np.arange(colormaps[cmap].N))[:, :3] * 255
+    table.setflags(write=False)
+    return table
+
+
+def _colours(probability: np.ndarray, cmap: str) -> np.ndarray:
+    """H x W x 3 float64 colours of values in [0, 1], exactly as matplotlib's Colormap picks them (x * N,
+    truncated, 1.0 in the last bin), from a cached table: the colormap call builds an RGBA copy each time."""
+    n = colormaps[cmap].N
+    if probability.dtype.kind != "f" or not np.isfinite(probability).all():  # NaN: matplotlib's 'bad' colour
+        return colormaps[cmap](probability)[..., :3] * 255
+    index = probability * n
+    index[index == n] = n - 1
+    return _colour_table(cmap).take(index.astype(int), axis=0)
+
+
 def heatmap(rgb: np.ndarray, probability: np.ndarray, alpha: float = 0.55, cmap: str = "inferno") -> np.ndarray:
-    """Tumor probability as colour blended over the grayscale MRI."""
-    colored = colormaps[cmap](np.clip(probability, 0, 1))[..., :3] * 255
-    gray = rgb.mean(axis=-1, keepdims=True).repeat(3, axis=-1)
-    weight = alpha * np.clip(probability, 0, 1)[..., None] ** 0.5
-    return np.clip(gray * (1 - weight) + colored * weight, 0, 255).astype(np.uint8)
+    """Tumor probability as colour blended over the grayscale MRI. Same pixels as the plain
+    `gray * (1 - w) + colour * w` in float64, with the grey and the weight kept one channel deep (a
+    third of the arithmetic: this runs twice per /analyze request)."""
+    probability = np.clip(probability, 0, 1)
+    colored = _colours(probability, cmap)
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 3 and rgb.shape[-1] == 3:  # the channel sum is exact in float64: the same mean, faster
+        gray = (rgb[..., 0].astype(np.float64) + rgb[..., 1] + rgb[..., 2])[..., None] / 3
+    else:
+        gray = rgb.mean(axis=-1, keepdims=True)
+    weight = alpha * probability[..., None] ** 0.5
+    blended = colored * weight
+    blended += gray * (1 - weight)  # float addition commutes: the same sum as gray * (1 - w) + colour * w
+    return np.clip(blended, 0, 255, out=blended).astype(np.uint8)
 
 
 def colour_bar(height: int, cmap: str, low: str, high: str, title: str) -> np.ndarray:
@@ -102,3 +132,27 @@ def plot_confusion_matrix(cm, names, title: str, path, dpi: int = 110):
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# reference vs prediction: the colours the Results tab's legend names
+AGREEMENT_RGB = (255, 255, 0)   # yellow: both the reference and the model mark it
+MISSED_RGB = (255, 0, 0)        # red: the reference marks it, the model does not
+EXTRA_RGB = (0, 255, 0)         # green: the model marks it, the reference does not
+
+
+def comparison_overlay(rgb: np.ndarray, reference: np.ndarray, prediction: np.ndarray,
+                       alpha: float = 0.5) -> np.ndarray:
+    """The slice in grey with the reference and the predicted mask blended over it: yellow where they
+    agree, red where the model missed the reference, green where it marked extra. Grey underneath so a
+    3-channel slice's own colours (LGG) never read as the legend's."""
+    reference, prediction = np.asarray(reference, bool), np.asarray(prediction, bool)
+    if reference.shape != prediction.shape or reference.shape != rgb.shape[:2]:
+        raise ValueError(f"slice {rgb.shape[:2]}, reference {reference.shape} and prediction "
+                         f"{prediction.shape} must have the same height and width")
+    gray = np.asarray(rgb, np.float32).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
+    colour = np.zeros_like(gray)
+    colour[reference & prediction] = AGREEMENT_RGB
+    colour[reference & ~prediction] = MISSED_RGB
+    colour[~reference & prediction] = EXTRA_RGB
+    weight = alpha * (reference | prediction)[..., None]
+    return np.clip(gray * (1 - weight) + colour * weight, 0, 255).round().astype(np.uint8)
