@@ -117,7 +117,8 @@ def test_predict_cli_reads_nifti_and_dicom_with_the_shipped_segmenter(tmp_path):
     (inputs / "empty.nii.gz").write_bytes(b"")
     out = tmp_path / "out"
     assert cli(["predict", str(inputs), "--out", str(out), "--seg-model", str(SHIPPED_SEGMENTER),
-                "--no-cls", "--runtime", "torch"]) == 1  # one bad file: non-zero, the others still written
+                "--no-cls", "--runtime", "torch", "--no-scope-check"]) == 1  # synthetic phantoms: no gate
+    # one bad file: non-zero, the others still written
     rows = read_rows(out)
     assert set(rows) == {"vol.nii", "mr.dcm", "empty.nii.gz"}
     assert rows["empty.nii.gz"]["status"].startswith("error: file is empty (0 bytes)")
@@ -187,8 +188,8 @@ def test_predict_formats_names_notes_and_skips(tmp_path, caplog):
         "study_masks", "study_seg.dcm", "study_overlay", "study_report.html", "slice_mask.png", "slice_report.html"])
     with open(out / "predictions.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert header[-6:] == ["nifti_mask_file", "dicom_seg_file", "secondary_capture_file", "report_file",
-                           "nonfinite_pixels", "skipped"]
+    assert header[-9:] == ["nifti_mask_file", "dicom_seg_file", "secondary_capture_file", "report_file",
+                           "cam_file", "nonfinite_pixels", "in_scope", "scope_score", "skipped"]
 
 
 def test_predict_refuses_an_unknown_format_before_loading_models(tmp_path, capsys):

@@ -14,6 +14,8 @@ where the input supports them), written by `tumorlens.scan_outputs` as the app w
   secondary-capture  OUT/<stem>_overlay.dcm, or OUT/<stem>_overlay/slice_NNN.dcm: the outline burned in
                      (DICOM Secondary Capture), for viewers without SEG support
   report             OUT/<stem>_report.html: the one-page report, with the models' test scores
+--cam also writes OUT/<stem>_cam.png (column cam_file): the Grad-CAM map of the tumor-type decision,
+where a classifier ran.
 A format an input cannot have is skipped and said so (log, `skipped` column). A volume's row gives its
 slice count, the slices with tumor, the tumor voxels (tumor_pixels, tumor_percent) and, when the
 header gives the voxel size, the volume in cm³; its tumor type is that of the slice with the most
@@ -22,8 +24,19 @@ DICOM/NIfTI header, else --pixel-spacing. What the reader notes about an input (
 folder, files left out) goes to the log. A bad file gets its error on its row and in the log; the rest
 go on. Files are held to the batch budget (medical_io.CLI_BUDGET: 40 Mpx a slice, 2^26 voxels a file,
 any number of slices analyzed whole); `nonfinite_pixels` counts NaN/inf values, left out of the window.
+Before any model runs, each input (a volume: its middle slice) passes the out-of-scope check fitted
+beside the classifier (tumorlens.scope_gate; the shipped classifier's when --cls-model names none):
+one that does not look like a brain MRI slice of the trained kind gets status `refused` and no
+outputs; columns `in_scope` and `scope_score` say how it scored. --no-scope-check analyzes everything.
+Single slices go through the models --batch-size at a time (default 16) while the next inputs are decoded
+in threads; volumes whole, one at a time; --batch-size 1 is one input at a time (same rows, same masks).
+Output names are decided from the whole input list. Under `torchrun --nproc_per_node N -m tumorlens
+predict ...` or `accelerate launch --multi_gpu --num_processes N` (also on CPUs), each process takes its share of the
+inputs (its GPU where it has one, else cores / N threads) and the main process writes one predictions.csv,
+in input order, the same as one process's on CPUs.
 Impossible settings (--threshold outside (0, 1), a --pixel-spacing that is not a positive number, an
-unknown --format, an --out that is a file) are refused before any model loads: `error: ...`, exit status 2.
+unknown --format, an --out that is a file, a --batch-size under 1) are refused before any model loads:
+`error: ...`, exit status 2.
 
 Segmenters by name (--seg-model NAME: each segmenter folder under models/, by the name its
 metadata.json gives it), or any model folder or Hub repo id:
@@ -47,11 +60,13 @@ from tqdm.auto import tqdm
 from .dicom_series import is_series_folder, series_folders
 from .errors import TumorLensError
 from .inference import Pipeline
-from .medical_io import CLI_BUDGET, SCAN_SUFFIXES, read_scan
+from .medical_io import SCAN_SUFFIXES
 from .model_record import METADATA_NAME, read_record
+from .predict_batch import (DEFAULT_BATCH, OUTPUT_COLUMNS, Task, is_main_process, load_pipeline, plan,  # noqa: F401
+                            run_distributed, run_jobs, world_size, write_cam)
 from .registry import default_model, resolve_model, segmenter_name, segmenter_records
-from .scan_analysis import LARGEST, analyze_scan
-from .scan_outputs import FORMATS, parse_formats, safe_stem, write_outputs
+from .scan_outputs import FORMATS, parse_formats
+from .scope_gate import ScopeGate, load_gate
 from .upload_files import ZIP_SUFFIX
 
 log = logging.getLogger("tumorlens.predict")
@@ -75,87 +90,44 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return found
 
 
-def _unique_stem(path: Path, used: set[str]) -> str:
-    """A safe stem for `path`'s outputs, not yet used in this run (compared without case)."""
-    base = safe_stem(path.name)
-    stem, k = base, 2
-    while stem.lower() in used:
-        stem, k = f"{base}_{k}", k + 1
-    used.add(stem.lower())
-    return stem
-
-
-OUTPUT_COLUMNS = {"png": "mask_file", "nifti": "nifti_mask_file", "dicom-seg": "dicom_seg_file",
-                  "secondary-capture": "secondary_capture_file", "report": "report_file"}
-
-
 def predict(inputs: list[str], out: Path, pipeline: Pipeline, *, threshold: float | None = None,
             pixel_spacing_mm: float | None = None, formats: Sequence[str] | None = None,
-            models: Sequence = ()) -> list[dict]:
+            models: Sequence = (), scope_gate: ScopeGate | None = None, cam: bool = False,
+            batch_size: int = DEFAULT_BATCH) -> list[dict]:
     """Every input (files, folders) through `pipeline`: outputs under `out` (`formats`; None: png and
-    what each input supports), rows in out/predictions.csv (returned too). `pixel_spacing_mm` serves
-    files whose header gives none; `models` (`scan_report.ModelSummary`) go into the reports."""
+    what each input supports), rows in out/predictions.csv (returned too), in input order. `pixel_spacing_mm`
+    serves files whose header gives none; `models` (`scan_report.ModelSummary`) go into the reports; an
+    input `scope_gate` refuses gets status `refused` and no outputs; `cam`: also the Grad-CAM map of each
+    tumor type, OUT/<stem>_cam.png. Single slices go through the models `batch_size` at a time, decoded
+    ahead (1: one at a time; tumorlens.predict_batch). Under torchrun / accelerate launch (WORLD_SIZE > 1)
+    each process takes its share of the inputs and every process returns all rows; the main process
+    writes the CSV."""
     out.mkdir(parents=True, exist_ok=True)
     classes = pipeline.classifier.label_names if pipeline.classifier else []
     fields = (["file", "status", "mask_file", "predicted_class"] + [f"prob_{c}" for c in classes]
               + ["tumor_found", "tumor_pixels", "tumor_percent", "area_mm2", "slices", "tumor_slices",
                  "slice", "volume_cm3", "nifti_mask_file", "dicom_seg_file", "secondary_capture_file",
-                 "report_file", "nonfinite_pixels", "skipped"])
-    rows, used = [], set()
-    for path in tqdm(collect_inputs(inputs), desc="predicting", unit="file"):
+                 "report_file", "cam_file", "nonfinite_pixels", "in_scope", "scope_score", "skipped"])
+    jobs = plan(collect_inputs(inputs))  # output names from the whole list: the same however it is split
+    task = Task(out, pipeline, threshold=threshold, pixel_spacing_mm=pixel_spacing_mm, formats=formats, models=models,
+                scope_gate=scope_gate, cam=cam)
+    if world_size() > 1:
+        filled, main = run_distributed(jobs, task, batch_size=batch_size, desc="predicting")
+    else:
+        with tqdm(total=len(jobs), desc="predicting", unit="file") as bar:
+            filled, main = run_jobs(jobs, task, batch_size=batch_size, progress=bar.update), True
+    rows = []
+    for job, values in zip(jobs, filled):
         row = {k: "" for k in fields}
-        row["file"] = str(path)
-        try:
-            row.update(_predict_one(path, out, pipeline, threshold, pixel_spacing_mm, used, formats, models))
-        except (TumorLensError, OSError) as exc:
-            row["status"] = f"error: {exc}"
-            log.error("%s: %s", path, exc)
-        except MemoryError:
-            row["status"] = "error: not enough memory to read or analyze this file"
-            log.error("%s: out of memory", path)
+        row["file"] = str(job.path)
+        row.update(values)
         rows.append(row)
-    with open(out / "predictions.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    if main:
+        with open(out / "predictions.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
     return rows
-
-
-def _predict_one(path: Path, out: Path, pipeline: Pipeline, threshold: float | None, pixel_spacing_mm: float | None,
-                 used: set[str], formats: Sequence[str] | None, models: Sequence) -> dict:
-    """One input's row and outputs: a single slice as an image; a volume whole, slice by slice."""
-    scan = read_scan(path, budget=CLI_BUDGET)
-    for note in scan.notes:  # e.g. the other series in the folder, and how to pick one
-        log.info("%s: %s", path, note)
-    volume = scan.is_volume and pipeline.segmenter is not None
-    result = analyze_scan(pipeline, scan, threshold=threshold, whole_volume=volume,
-                          spacing=None if scan.pixel_spacing_mm else pixel_spacing_mm,
-                          slice_index=LARGEST if volume else None)
-    outputs = write_outputs(result, out, formats=formats, stem=_unique_stem(path, used), models=models,
-                            name=path.name)
-    for fmt, why in outputs.skipped.items():
-        log.warning("%s: no %s output: %s", path, fmt, why)
-    row, seg, analysis = {"status": "ok", "slices": scan.n_slices}, result.segmentation, result.analysis
-    row.update({column: outputs.name(fmt) for fmt, column in OUTPUT_COLUMNS.items()})
-    row["skipped"] = "; ".join(f"{fmt}: {why}" for fmt, why in outputs.skipped.items())
-    row["nonfinite_pixels"] = scan.nonfinite
-    if scan.is_volume:
-        row["slice"] = result.index
-    if volume:
-        row.update(tumor_found=result.tumor_found, tumor_pixels=result.tumor_voxels,
-                   tumor_percent=round(100 * result.tumor_voxels / (scan.n_slices * seg.mask.size), 4),
-                   tumor_slices=result.tumor_slices)
-        if result.volume_cm3 is not None:
-            row["volume_cm3"] = round(result.volume_cm3, 4)
-    elif seg is not None:
-        row.update(tumor_found=result.tumor_found, tumor_pixels=seg.area_px,
-                   tumor_percent=round(100 * seg.area_fraction, 4))
-        if analysis.area_mm2 is not None:
-            row["area_mm2"] = round(analysis.area_mm2, 2)
-    if analysis.class_probabilities:
-        row["predicted_class"] = analysis.predicted_class
-        row.update({f"prob_{c}": round(p, 6) for c, p in analysis.class_probabilities.items()})
-    return row
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -184,6 +156,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--pixel-spacing", type=float, default=None,
                    help="mm per pixel, for areas in mm² of files whose header gives none (plain images)")
     p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                   help=f"single slices per model call, decoded ahead in threads (default {DEFAULT_BATCH}; "
+                        "1: one input at a time)")
+    p.add_argument("--cam", action="store_true",
+                   help="also write OUT/<stem>_cam.png: where the evidence for the tumor type lies (Grad-CAM)")
+    p.add_argument("--no-scope-check", action="store_true",
+                   help="analyze every input, also those that do not look like a brain MRI slice")
     p.set_defaults(func=run)
     return p
 
@@ -226,6 +205,8 @@ def check_settings(args) -> str | None:
     """Why the settings cannot work (a message), or None: checked before any model loads."""
     if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 < args.threshold < 1.0):
         return f"--threshold must lie strictly between 0 and 1 (a probability), not {args.threshold:g}"
+    if args.batch_size < 1:
+        return f"--batch-size must be a positive whole number, not {args.batch_size}"
     if args.pixel_spacing is not None and not (math.isfinite(args.pixel_spacing) and args.pixel_spacing > 0):
         return f"--pixel-spacing must be a positive number of mm per pixel, not {args.pixel_spacing:g}"
     if args.formats is not None:
@@ -258,14 +239,23 @@ def run(args) -> int:
         return 2
     log.info("segmenter: %s; classifier: %s", seg or "none", clf or "none")
     try:
-        pipeline = Pipeline.from_pretrained(seg, clf, runtime=args.runtime)
+        pipeline = load_pipeline(seg, clf, runtime=args.runtime)  # under torchrun: this process's share of the cores
     except TumorLensError as exc:
         print(f"error: cannot load the models: {exc}", file=sys.stderr)
         return 2
     formats = parse_formats(args.formats) if args.formats is not None else None
     models = report_models(seg, clf) if formats and "report" in formats else ()
+    gate = None if args.no_scope_check else load_gate(clf or default_model("classifier"))
+    if gate is None and not args.no_scope_check:
+        log.warning("no scope gate beside the classifier: every input is analyzed")
     rows = predict(args.inputs, args.out, pipeline, threshold=args.threshold, pixel_spacing_mm=args.pixel_spacing,
-                   formats=formats, models=models)
-    bad = sum(r["status"] != "ok" for r in rows)
-    print(f"{len(rows) - bad} of {len(rows)} files predicted; results in {args.out / 'predictions.csv'}")
+                   formats=formats, models=models, scope_gate=gate, cam=args.cam, batch_size=args.batch_size)
+    if not is_main_process():
+        return 0 if all(r["status"] in ("ok", "refused") for r in rows) else 1
+    refused = sum(r["status"] == "refused" for r in rows)
+    bad = sum(r["status"] not in ("ok", "refused") for r in rows)
+    print(f"{len(rows) - bad - refused} of {len(rows)} files predicted; results in {args.out / 'predictions.csv'}")
+    if refused:
+        print(f"{refused} refused: they do not look like a brain MRI slice (status 'refused'); "
+              "--no-scope-check analyzes them anyway")
     return 0 if bad == 0 else 1
