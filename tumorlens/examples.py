@@ -1,9 +1,13 @@
-"""Example files for the app: real test slices found at start-up, never copied into the project.
+"""Example files for the app: a few CC BY 4.0 slices committed in space/examples/, else real test
+slices found at start-up.
 
+- `committed_examples()`: the slices committed in space/examples/ (BRISC 2025 test, Figshare), each with
+  its class and dataset, as that folder's README.md lists them (it also gives their sources and licence).
 - `example_paths(data_root, dataset)`: one BRISC 2025 test slice per class (no_tumor is the healthy
-  one), from a Hub dataset (`dataset`, else $TUMORLENS_EXAMPLES_DATASET unless `data_root` is given)
-  or the dataset location (`examples_from_hub`, `examples_from_root`).
-- `lgg_example_paths(data_root)`: LGG test slices (3 channels), for the LGG model.
+  one), from a Hub dataset (`dataset`, else $TUMORLENS_EXAMPLES_DATASET unless `data_root` is given),
+  else the committed ones, else the dataset location (`examples_from_hub`, `examples_from_root`).
+- `lgg_example_paths(data_root)`: LGG test slices (3 channels), for the LGG model; never committed
+  (CC BY-NC-SA 4.0), always read from the dataset location.
 - `example_label(path, model)`: the label the page shows for an example.
 
 When a source is unreachable there are no examples, and the log says why."""
@@ -12,14 +16,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 from huggingface_hub import HfApi, hf_hub_download
 
 from .data import TUMOR_CLASSES, brisc2025, lgg
+from .data.registry import get_dataset
 from .errors import TumorLensError
+from .paths import PROJECT_ROOT
 from .registry import segmenter_records
 from .preprocess import IMAGE_SUFFIXES, decode_mask
 
@@ -29,19 +37,79 @@ EXAMPLES_DATASET_ENV = "TUMORLENS_EXAMPLES_DATASET"  # a Hub dataset id; the Spa
 EXAMPLE_LABELS = {"glioma": "glioma", "meningioma": "meningioma", "no_tumor": "healthy (no tumor)",
                   "pituitary": "pituitary"}
 LGG_EXAMPLE_PATIENTS = 3   # LGG examples: the largest FLAIR abnormality of this many test patients
+# the committed examples: space/examples in a clone; examples/ beside the package, where a Space folder
+# would carry them (space_bundle does not copy them yet: its check refuses image files)
+EXAMPLES_FOLDERS = (PROJECT_ROOT / "space" / "examples", PROJECT_ROOT / "examples")
+EXAMPLES_README = "README.md"
+# a README table row: | `file` | class | dataset title (`registry name`) | ...
+_ROW_RE = re.compile(r"^\|\s*`(?P<file>[^`/]+)`\s*\|\s*(?P<label>\w+)\s*\|[^|]*\(`(?P<dataset>\w+)`\)")
+
+
+@dataclass(frozen=True)
+class CommittedExample:
+    """One committed example slice: where it is, the class it shows, the dataset it comes from."""
+
+    path: str
+    label: str      # one of TUMOR_CLASSES
+    dataset: str    # a tumorlens.data.registry name: brisc2025, figshare
+
+
+def examples_folder() -> Path | None:
+    """The folder of the committed examples (one with its README.md), or None."""
+    return next((f for f in EXAMPLES_FOLDERS if (f / EXAMPLES_README).is_file()), None)
+
+
+def committed_examples(folder: str | Path | None = None) -> list[CommittedExample]:
+    """The committed example slices in README order, as `folder`'s README.md (default: `examples_folder()`)
+    lists them. A listed file that is missing, or a file that is not listed (its licence unstated), is
+    left out with a log line."""
+    folder = Path(folder) if folder is not None else examples_folder()
+    if folder is None or not (folder / EXAMPLES_README).is_file():
+        return []
+    out = []
+    for line in (folder / EXAMPLES_README).read_text(encoding="utf-8").splitlines():
+        m = _ROW_RE.match(line.strip())
+        if not m:
+            continue
+        path = folder / m["file"]
+        problem = ("missing" if not path.is_file() else
+                   f"its class {m['label']!r} is unknown" if m["label"] not in TUMOR_CLASSES else None)
+        if problem:
+            log.warning("examples: %s is listed in %s but %s; left out", m["file"], EXAMPLES_README, problem)
+            continue
+        out.append(CommittedExample(str(path), m["label"], m["dataset"]))
+    listed = {Path(e.path).name for e in out}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.name not in listed:
+            log.warning("examples: %s is not listed in %s (no stated source or licence); left out", path.name,
+                        EXAMPLES_README)
+    return out
+
+
+def committed_brisc_examples(folder: str | Path | None = None) -> list[str]:
+    """The first committed BRISC 2025 slice of each class, in TUMOR_CLASSES order."""
+    picked: dict[str, str] = {}
+    for example in committed_examples(folder):
+        if example.dataset == brisc2025.NAME:
+            picked.setdefault(example.label, example.path)
+    return [picked[c] for c in TUMOR_CLASSES if c in picked]
 
 
 def example_paths(data_root=None, dataset: str | None = None) -> list[str]:
     """One real BRISC 2025 test slice per class (no_tumor is the healthy one), read at start-up.
 
-    From the Hub dataset `dataset` (else $TUMORLENS_EXAMPLES_DATASET, unless `data_root` is given),
-    else from the dataset location (`data_root`, else the usual root: ../shared/data here).
-    Nothing is copied into the project; when the source is unreachable the app has no examples
-    and says so in the log."""
+    From the Hub dataset `dataset` (else $TUMORLENS_EXAMPLES_DATASET, unless `data_root` is given);
+    else, without `data_root`, the committed slices (`committed_examples`); else from the dataset
+    location (`data_root`, else the usual root: ../shared/data here). When the source is unreachable
+    the app has no examples and says so in the log."""
     if dataset is None and data_root is None:
         dataset = os.environ.get(EXAMPLES_DATASET_ENV) or None
     if dataset:
         return examples_from_hub(dataset)
+    if data_root is None:
+        committed = committed_brisc_examples()
+        if committed:
+            return committed
     return examples_from_root(data_root)
 
 
@@ -128,9 +196,14 @@ def lgg_example_paths(data_root=None, patients: int = LGG_EXAMPLE_PATIENTS) -> l
 
 
 def example_label(path: str, model: str | None = None, *, short: str | None = None) -> str:
-    """A BRISC class folder names its class; another model's example says which model and slice:
-    `short`, else the short name in the record of the available segmenter `model`."""
+    """A committed example or a BRISC class folder names its class (a committed slice of another dataset
+    says which); another model's example says which model and slice: `short`, else the short name in
+    the record of the available segmenter `model`."""
     p = Path(path)
+    committed = next((e for e in committed_examples() if Path(e.path).resolve() == p.resolve()), None)
+    if committed is not None:
+        label = EXAMPLE_LABELS[committed.label]
+        return label if committed.dataset == brisc2025.NAME else f"{label} ({get_dataset(committed.dataset).short})"
     for name in (p.parent.name, p.stem):
         if name in EXAMPLE_LABELS:
             return EXAMPLE_LABELS[name]
