@@ -28,25 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .app_load import pick_slices  # the same BRISC test slices the app benchmark sends
+
 GOAL_RATIO = 0.8
-SLICE_SIDE = 512
-SEED = 0
-
-
-def pick_slices(data_root: Path, n: int, side: int = SLICE_SIDE, seed: int = SEED) -> list[Path]:
-    """`n` different side x side BRISC 2025 classification test slices, shuffled with `seed`; repeats
-    only when asked for more than there are."""
-    from PIL import Image
-    root = data_root / "brisc2025" / "classification_task" / "test"
-    found = []
-    for path in sorted(root.glob("*/*.jpg")):
-        with Image.open(path) as im:
-            if im.size == (side, side):
-                found.append(path)
-    if not found:
-        raise FileNotFoundError(f"no {side} x {side} slices under {root}")
-    order = np.random.default_rng(seed).permutation(len(found))
-    return [found[order[i % len(found)]] for i in range(n)]
 
 
 def machine_state() -> dict:
