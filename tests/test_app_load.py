@@ -20,7 +20,7 @@ from tumorlens.bench import app_load, app_profile
 from tumorlens.bench.app_load import (goals, mask_mismatch, output_path, percentiles, read_mask, render_markdown,
                                       summarize_calls)
 from tumorlens.bench.app_server import AppServer
-from tumorlens.runtime import cgroup_cores, usable_cores, worker_threads
+from tumorlens.hardware import cgroup_cores, usable_cores, worker_threads
 
 
 # -- percentiles and masks -------------------------------------------------------------------------

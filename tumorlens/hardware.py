@@ -7,6 +7,7 @@ AVX2-only CPU, bf16 autocast is 10x *slower* (emulated)."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -65,6 +66,43 @@ def default_threads() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"${THREADS_ENV} must be a positive whole number, not {value!r}")
     return int(value)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cores(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPU quota of this process's cgroup in cores (v2 cpu.max, else v1 cfs quota / period); None
+    when unlimited or unknown. A container (a Space) may see all the host's cores but run on 2."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit() or int(period) <= 0:
+        return None
+    return int(quota) / int(period) if int(quota) > 0 else None
+
+
+def usable_cores(root: Path = CGROUP_ROOT) -> int:
+    """Cores this process may use: its CPU affinity, capped by the cgroup quota (rounded up)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cores(root)
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def worker_threads(concurrency: int, cores: int | None = None) -> int:
+    """Torch / ONNX Runtime threads per model call for a server running `concurrency` calls at once:
+    the usable cores shared out, at least 1. More threads than cores oversubscribes the CPU, and every
+    parallel op then waits for a descheduled thread: on 2 cores with one held by another process, in a
+    worker thread as the app runs them, the segmenter took 145 ms p50 with 2 threads and 74 ms with 1,
+    the classifier 67 and 23 ms (tumorlens.bench.app_profile). Set it (torch.set_num_threads) before
+    the models load: ONNX sessions and the measured runtime choice read torch's count when built."""
+    cores = usable_cores() if cores is None else cores
+    return max(1, cores // max(1, int(concurrency)))
 
 
 def hardware_summary(device: str | torch.device = "cpu") -> dict:
