@@ -4,20 +4,27 @@ Models (a local folder or a Hub repo id; the segmenter also by name: brisc2025, 
 $TUMORLENS_SEG_MODEL / $TUMORLENS_CLS_MODEL, else tumorlens_space.json beside this file (written by
 build_space.py), else the folders shipped under models/ (works offline). The other segmenters there
 (the LGG one) join the page's model menu and load when first chosen. Examples: --examples-dataset or
-$TUMORLENS_EXAMPLES_DATASET (a Hub dataset id), --data-root wins over both; else the dataset location
-(../shared/data beside the project); LGG examples come from the dataset location only. Uploads
-that do not look like a brain MRI slice are refused by the scope gate fitted beside the classifier
-(scope_gate.safetensors; the page's "Analyze anyway" overrides it; --no-scope-check turns it off)."""
+$TUMORLENS_EXAMPLES_DATASET (a Hub dataset id), --data-root wins over both; else the slices committed in
+space/examples (BRISC 2025 and Figshare, CC BY 4.0); else the dataset location (../shared/data beside
+the project); LGG examples come from the dataset location only. The page shows them as thumbnails and
+has a Results tab (each model's eval.json, a pager through scored test slices read from the dataset
+location). Torch threads per model call: --threads, else the cores shared out among the calls that
+run at once ($TUMORLENS_CONCURRENCY, default 2). Uploads that do not look like a brain MRI slice are
+refused by the scope gate fitted beside the classifier (scope_gate.safetensors; the page's "Analyze
+anyway" overrides it; --no-scope-check turns it off)."""
 
 import argparse
 import logging
 import os
 from pathlib import Path
 
-from tumorlens.app import build_demo, launch_options
+import torch
+
+from tumorlens.app import build_demo, concurrency_limit, launch_options
 from tumorlens.data.lgg import NAME as LGG_DATASET
 from tumorlens.errors import TumorLensError
-from tumorlens.examples import example_paths, lgg_example_paths
+from tumorlens.examples import example_paths, lgg_example_paths, other_committed_examples
+from tumorlens.hardware import worker_threads
 from tumorlens.inference import Pipeline
 from tumorlens.model_record import read_record
 from tumorlens.scope_gate import load_gate
@@ -48,9 +55,16 @@ def main(argv=None):
     p.add_argument("--data-root", default=None, help="BRISC 2025 root for the examples")
     p.add_argument("--no-scope-check", action="store_true",
                    help="analyze every upload, also those that do not look like a brain MRI slice")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per model call (default: $OMP_NUM_THREADS, else the usable cores shared "
+                        "out among the $TUMORLENS_CONCURRENCY calls that run at once)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = p.parse_args(argv)
+    # before the models load: more threads than cores per concurrent call oversubscribes a Space's 2 vCPUs
+    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or worker_threads(concurrency_limit())
+    torch.set_num_threads(max(1, threads))
+    log.info("%d torch thread(s) per model call, %d call(s) at once", torch.get_num_threads(), concurrency_limit())
     # the menu's default: --seg-model, under its own name (brisc2025 unless it names another)
     default = segmenter_name(args.seg_model) or DEFAULT_SEGMENTER
     segmenters, pipeline, seg = {**settings["segmenters"], default: args.seg_model}, None, None
@@ -62,6 +76,8 @@ def main(argv=None):
             log.error("cannot load the models (%s); the app starts without them", exc)
     examples = [(path, DEFAULT_SEGMENTER) for path in example_paths(args.data_root, None if args.data_root
                                                                     else args.examples_dataset)]
+    if not args.data_root and not args.examples_dataset:  # the committed Figshare slices join the BRISC ones
+        examples += [(path, DEFAULT_SEGMENTER) for path in other_committed_examples()]
     lgg_models = [name for name, location in segmenters.items() if location and lgg_trained(location)]
     if lgg_models:  # LGG slices go to the first segmenter whose record says it was trained on LGG
         examples += [(path, lgg_models[0]) for path in lgg_example_paths()]

@@ -28,7 +28,8 @@ from test_medical_io import (BAD_INPUTS, gray, nifti_display_slices, phantom, ph
 from tumorlens import examples as examples_module
 from tumorlens.app import QUEUE_SIZE, Request, analyze_for_ui, build_demo, launch_options
 from tumorlens.data import TUMOR_CLASSES
-from tumorlens.examples import example_label, example_paths, examples_from_root, pick_example_files
+from tumorlens.examples import (committed_examples, example_label, example_paths, examples_from_root,
+                                pick_example_files)
 from tumorlens.inference import Pipeline
 from tumorlens.registry import LGG_SEGMENTER, available_segmenters, hub_repo
 from tumorlens.medical_io import MAX_UPLOAD_BYTES, read_scan
@@ -424,9 +425,18 @@ def test_build_space_references_models_and_holds_no_data(tmp_path):
     assert card.license == ("cc-by-nc-sa-4.0" if lgg_repos else "apache-2.0")
     without = build_space(tmp_path / "space-brisc-only", segmenters={})
     assert SpaceCard.load(without / "README.md").data.license == "apache-2.0"
-    suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
+    # the committed CC BY 4.0 examples travel, listed in their README; nothing else that is data
+    committed = sorted(Path(e.path).name for e in committed_examples())
+    assert sorted(p.name for p in (out / "examples").glob("*.jpg")) == committed and len(committed) <= 8
+    assert (out / "examples" / "README.md").read_bytes() == (REPO / "space" / "examples" / "README.md").read_bytes()
+    suffixes = {p.suffix for p in out.rglob("*") if p.is_file() and p.parent != out / "examples"}
     assert suffixes <= {".py", ".md", ".txt", ".json"}, suffixes
     check_space_folder(out)
+    # the bundled app finds them where tumorlens.examples looks in a Space (examples/ beside the package)
+    code = "from tumorlens.examples import committed_examples; print(len(committed_examples()))"
+    found = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=300,
+                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert found.returncode == 0 and found.stdout.split()[-1] == str(len(committed)), found.stderr[-2000:]
     settings = space_settings(out)
     assert settings["seg_model"] == DEFAULT_HUB_MODELS["segmenter"] and settings["examples_dataset"] == "someone/brisc2025"
     with pytest.raises(FileExistsError):
@@ -449,6 +459,15 @@ def test_build_space_refuses_local_folders_and_data(tmp_path, tmp_path_factory):
     (tmp_path / "c" / "slice.jpg").write_bytes(real_slice().read_bytes())
     with pytest.raises(ValueError, match="must not hold data.*slice.jpg"):
         check_space_folder(tmp_path / "c")
+    # an example slice goes only when examples/README.md lists it (its source and licence)
+    examples = tmp_path / "d" / "examples"
+    examples.mkdir(parents=True)
+    (examples / "glioma.jpg").write_bytes(real_slice().read_bytes())
+    (examples / "README.md").write_text("| `glioma.jpg` | glioma | BRISC 2025 (`brisc2025`) | x | CC BY 4.0 |\n")
+    check_space_folder(tmp_path / "d")
+    (examples / "extra.jpg").write_bytes(real_slice().read_bytes())
+    with pytest.raises(ValueError, match="must not hold data.*extra.jpg"):
+        check_space_folder(tmp_path / "d")
 
 
 @pytest.mark.usefixtures("data_home")  # the tiny models train on it
@@ -457,7 +476,8 @@ def test_build_space_with_weights_runs_from_the_folder(tmp_path, tmp_path_factor
     out = build_space(tmp_path / "space", seg_model=str(seg), cls_model=str(cls), include_weights=True)
     assert (out / "models" / seg.name / "model.safetensors").is_file()
     assert json.loads((out / SPACE_CONFIG_NAME).read_text())["seg_model"] == f"models/{seg.name}"
-    assert not any(p.suffix in (".jpg", ".png", ".dcm", ".nii") for p in out.rglob("*"))
+    assert not any(p.suffix in (".jpg", ".png", ".dcm", ".nii") for p in out.rglob("*")
+                   if p.parent.name != "examples")
     # the folder runs on its own copy of the package and finds its own weights
     code = ("import sys, tumorlens, app; from tumorlens.space_bundle import space_settings; "
             "print(tumorlens.__file__); print(space_settings('.')['seg_model'])")

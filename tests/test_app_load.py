@@ -66,7 +66,7 @@ def _result(single_p50_ms=250.0, load_p95_ms=4000.0, wrong=0, busy=True) -> dict
              "max_ms": 6000.0, "wrong_masks": wrong, "mismatch_px": 12 * wrong, "errors": [],
              "clients": 20, "per_client": 5}
     times = {"read + decode": [0.01, 0.02], "segmenter": [0.05, 0.07], "panel: overlay": [0.001, 0.001],
-             "png: overlay": [0.03, 0.02], "segmenter > forward pass": [0.02, 0.03],
+             "encode: overlay (jpeg)": [0.03, 0.02], "segmenter > forward pass": [0.02, 0.03],
              "check: page_outputs as the app calls it": [0.1, 0.1], "what-if: png level 1, overlay": [0.01, 0.01]}
     busy_list = [{"pid": 1, "cpu_share": 0.99, "command": "python train.py"}] if busy else []
     return {"command": "python -m tumorlens.bench.app_load", "date": "2026-12-02 20:00",
@@ -78,7 +78,7 @@ def _result(single_p50_ms=250.0, load_p95_ms=4000.0, wrong=0, busy=True) -> dict
             "single": {**calls, "requests": 30, "answered": 30, "wall_s": None, "p50_ms": single_p50_ms,
                        "wrong_masks": 0, "mismatch_px": 0},
             "load": calls,
-            "profile": {"rows": app_profile.summarize(times), "slices": 2, "png_kb_p50": {"overlay": 120.0},
+            "profile": {"rows": app_profile.summarize(times), "slices": 2, "encoded_kb_p50": {"overlay": 120.0},
                         "segmenter_tta": True, "classifier_tta": True, "torch_threads": 2, "scope_check": False,
                         "runtimes": {"segmenter": "onnx/fp32", "classifier": "onnx/fp32"}},
             "api_overhead_ms": 100.0}
@@ -108,8 +108,8 @@ def test_profile_total_sums_the_stages_per_slice_not_parts_checks_or_what_ifs():
     rows = {r["stage"]: r for r in _result()["profile"]["rows"]}
     assert rows["total (in process)"]["p50_ms"] == pytest.approx((91 + 111) / 2, abs=0.1)  # (10+50+1+30, 20+70+1+20)
     assert [r["group"] for r in _result()["profile"]["rows"]][:4] == ["stage"] * 4
-    assert app_profile.stage_names({"png: mask": [0], "panel: mask": [0], "segmenter": [0], "x": [0]}) == [
-        "segmenter", "panel: mask", "png: mask"]
+    assert app_profile.stage_names({"encode: mask (png)": [0], "panel: mask": [0], "segmenter": [0], "x": [0]}) == [
+        "segmenter", "panel: mask", "encode: mask (png)"]
 
 
 # -- the server is stopped on every path ----------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_smoke_run_against_the_real_app(data_home, tmp_path, capsys):
         assert result[run]["wrong_masks"] == 0, result[run]
         assert result[run]["p95_ms"] > 0
     assert result["load"]["clients"] == 2 and result["load"]["per_client"] == 1
-    assert {"read + decode", "segmenter", "classifier", "png: mask"} <= {r["stage"] for r in result["profile"]["rows"]}
+    assert {"read + decode", "segmenter", "classifier", "encode: mask (png)"} <= {r["stage"] for r in result["profile"]["rows"]}
     assert "## Through the API" in (tmp_path / "app_load.md").read_text() and "## Goals" in capsys.readouterr().out
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):  # the server is gone
         urllib.request.urlopen(f"http://127.0.0.1:{result['server']['port']}/gradio_api/info", timeout=5)

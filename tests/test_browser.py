@@ -65,9 +65,15 @@ def page(browser, url):
     context.close()
 
 
+def thumbnails(page):
+    """The example gallery's thumbnails, in the order of the examples."""
+    return page.locator("#examples button.thumbnail-item")
+
+
 def test_example_gives_the_overlay_and_the_label(page):
     example = example_paths()[0]  # the glioma slice
-    page.get_by_text("glioma", exact=True).first.click()
+    expect(thumbnails(page)).to_have_count(4)
+    thumbnails(page).first.click()
     expect(page.locator("#scan")).to_contain_text(Path(example).stem)
     expect(page.locator("#scan-info")).to_contain_text("Image, 512x512 px")
     page.click("#analyze")
@@ -233,3 +239,63 @@ def test_each_export_downloads_from_the_page(shipped_page, tmp_path):
     fields = report_numbers(download(page, "report", tmp_path))
     volume = re.search(r"\(([\d,.]+) cm³", size).group(1)
     assert fields["volume"].startswith(f"{volume} cm³") and fields["source_name"].startswith("3 files")
+
+
+# -- the public page as a stranger meets it: thumbnails, a refused photo, the Results tab -------------
+@pytest.fixture(scope="module")
+def gated_url(data_home):
+    from tumorlens.examples import other_committed_examples
+    from tumorlens.paths import MODELS_DIR
+    from tumorlens.registry import BRISC_CLASSIFIER, BRISC_SEGMENTER
+    from tumorlens.scope_gate import load_gate
+    seg, cls = str(MODELS_DIR / BRISC_SEGMENTER), str(MODELS_DIR / BRISC_CLASSIFIER)
+    demo = build_demo(Pipeline.from_pretrained(seg, cls, runtime="torch"), example_paths() + other_committed_examples(),
+                      segmenters={}, model_locations=(seg, cls), scope_gate=load_gate(cls), data_home=data_home)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_thumbnail_refused_photo_and_results_pager(browser, gated_url, tmp_path):
+    """Shipped models with their scope gate: a thumbnail loads a committed example that is analyzed, a
+    photograph is refused without a tumor type, and the Results tab pages through scored test slices."""
+    from skimage import data as samples
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)
+    try:
+        page.goto(gated_url)
+        page.wait_for_selector("#analyze")
+        examples = example_paths()
+        expect(thumbnails(page)).to_have_count(7)  # 4 BRISC 2025 + 3 Figshare, all committed
+        thumbnails(page).nth(1).click()  # the meningioma slice
+        expect(page.locator("#scan")).to_contain_text(Path(examples[1]).stem)
+        page.click("#analyze")
+        expect(page.locator("#verdict")).to_contain_text(re.compile("tumor found", re.I))
+        expect(page.locator("#label")).to_contain_text(CLASS_RE)
+
+        photo = tmp_path / "astronaut.png"
+        Image.fromarray(samples.astronaut()).save(photo)
+        page.locator("#scan button[aria-label='Clear']").click()
+        page.locator("#scan input[type=file]").set_input_files(str(photo))
+        expect(page.locator("#scan-info")).to_contain_text("Image, 512x512 px")
+        page.click("#analyze")
+        expect(page.locator("#verdict")).to_contain_text("does not look like a brain MRI slice")
+        expect(page.locator("#verdict")).not_to_contain_text(re.compile("tumor found", re.I))
+        expect(page.locator("#label")).not_to_contain_text(CLASS_RE)
+
+        page.get_by_role("tab", name="Results").click()
+        expect(page.get_by_text("Test results").first).to_be_visible()
+        page.click("#results-show")
+        caption = page.locator("#results-caption")
+        expect(caption).to_contain_text(re.compile(r"1 of \d+.*worst first"))
+        expect(page.locator("#results-slice img")).to_be_visible()
+        page.click("#results-next")
+        expect(caption).to_contain_text(re.compile(r"2 of \d+.*worst first"))
+        expect(caption).to_contain_text(re.compile(r"Dice \d\.\d{3} in eval.json"))
+        page.get_by_label("best first").check()
+        expect(caption).to_contain_text(re.compile(r"1 of \d+.*best first"))
+    finally:
+        context.close()

@@ -49,6 +49,8 @@ from .app_actions import (DOWNLOADS, NO_TUMOR_TYPE_NOTE, TUMOR_TYPE_LABEL, PageS
                           analyze_for_ui, analyze_result, analyze_with_model, downloads_note, explain_for_ui,
                           exports_for_ui, inspect_for_ui, page_outputs, pipeline_for_ui, result_key,
                           switch_model_for_ui, upload_paths)
+from .app_gallery import example_gallery
+from .app_results import results_tab
 from .examples import example_label
 from .inference import Pipeline, Segmenter
 from .medical_io import MAX_UPLOAD_BYTES
@@ -64,6 +66,9 @@ DISCLAIMER = ("**Research use only.** TumorLens is not a medical device; its out
 CONCURRENCY_ENV = "TUMORLENS_CONCURRENCY"
 DEFAULT_CONCURRENCY = 2
 QUEUE_SIZE = 64            # waiting requests beyond this are turned away ("queue is full")
+# the colour panels as JPEG: PNG encoding was ~30 ms of a ~230 ms request per panel, JPEG ~2 ms
+# (python -m tumorlens.bench.app_load profile); the mask stays a lossless PNG, it is data
+PANEL_FORMATS = {"overlay": "jpeg", "mask": "png", "heatmap": "jpeg", "uncertainty": "jpeg", "activation": "jpeg"}
 UPLOAD_LABEL = ("MRI: an image (PNG, JPEG, TIFF, BMP), a DICOM file, a DICOM series (its files together, or a "
                 ".zip) or a NIfTI volume (.nii, .nii.gz)")
 
@@ -101,19 +106,26 @@ def _example_rows(examples, bank: SegmenterBank) -> list[tuple[str, str]]:
     return rows
 
 
+def _panel(name: str, label: str) -> gr.Image:
+    """One of the page's output images (elem_id `name`), written in its PANEL_FORMATS format."""
+    return gr.Image(label=label, type="numpy", format=PANEL_FORMATS[name], interactive=False, elem_id=name)
+
+
 def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
                segmenters: dict[str, str] | None = None, default_segmenter: str = DEFAULT_SEGMENTER,
                runtime: str = "auto", load_segmenter: Callable[[str], Segmenter] | None = None,
                concurrency: int | None = None, queue_size: int = QUEUE_SIZE,
                model_locations: tuple[str | None, str | None] | None = None,
-               scope_gate: ScopeGate | None = None) -> gr.Blocks:
+               scope_gate: ScopeGate | None = None, data_home: str | Path | None = None) -> gr.Blocks:
     """`pipeline` serves `default_segmenter`; `segmenters` (name -> folder or Hub repo id;
     default: the shipped ones, `available_segmenters()`) adds the others to the model menu, loaded
     on first use with `load_segmenter` (default: `Segmenter.from_pretrained(..., runtime=runtime)`).
     `examples`: paths (for the default model) or (path, model name) pairs. `model_locations`: where
     `pipeline`'s (segmenter, classifier) came from, so the report gives their versions and test scores.
     `scope_gate` (tumorlens.scope_gate.load_gate()): refuse uploads that do not look like a brain MRI slice
-    (the page's "Analyze anyway" box overrides it); None: no check."""
+    (the page's "Analyze anyway" box overrides it); None: no check. `data_home`: the folder holding the
+    datasets, where the Results tab's slice pager reads the test slices (None: $TUMORLENS_DATA, else
+    ../shared/data)."""
     limit = concurrency or concurrency_limit()
     if load_segmenter is None:
         def load_segmenter(location):  # a folder, a Hub repo id or an available segmenter's name
@@ -166,60 +178,59 @@ def build_demo(pipeline: Pipeline | None, examples: list | None = None, *,
         if pipeline is None:
             gr.Markdown("**No model yet.** The app starts without weights; train or point "
                         "TUMORLENS_SEG_MODEL / TUMORLENS_CLS_MODEL at a model folder or Hub repo.")
-        with gr.Row():
-            with gr.Column():
-                # hidden with one model; always there, so /analyze keeps one signature
-                model = gr.Dropdown(bank.choices, value=bank.default, label="Segmentation model",
-                                    visible=len(bank.names) > 1, elem_id="model",
-                                    info="Tumor type comes only with the BRISC 2025 model, trained on T1c slices "
-                                         "like its classifier.")
-                # gr.File, not gr.Image: the upload reaches our reader, which explains bad files (no
-                # file_types: DICOM slice files often have no suffix). Several files: one DICOM series.
-                file = gr.File(label=UPLOAD_LABEL, type="filepath", file_count="multiple", elem_id="scan")
-                file.data_model = OneOrMoreFiles
-                info = gr.Markdown(elem_id="scan-info")
-                slice_slider = gr.Slider(0, 1, value=0, step=1, precision=0, visible=False, label="Slice",
-                                         info="Which slice of the volume to show", elem_id="slice")
-                slice_index = gr.Number(-1, precision=0, visible=False, label="Slice index (-1: the middle one)",
-                                        elem_id="slice-index")
-                whole_volume = gr.Checkbox(False, visible=False, elem_id="whole-volume",
-                                           label="Whole volume: segment every slice and report the tumor volume (cm³)")
-                threshold = gr.Slider(0.05, 0.95, value=model_threshold(bank.get()), step=0.05,
-                                      label="Mask threshold", elem_id="threshold")
-                spacing = gr.Number(value=None, elem_id="spacing",
-                                    label="Pixel spacing (mm per pixel; empty or 0 = pixels and % only; "
-                                          "DICOM and NIfTI fill it from their header)")
-                analyze_anyway = gr.Checkbox(False, label="Analyze anyway", elem_id="analyze-anyway",
-                                             info="Run the models even on an upload that does not look like a "
-                                                  "brain MRI slice of the kind they were trained on")
-                run = gr.Button("Analyze", variant="primary", elem_id="analyze")
-                if example_rows:
-                    sources = dict.fromkeys(bank.record(m).short for _, m in example_rows)
-                    # a list of one file: what the multi-file box holds, so the page sends it back as a list
-                    gr.Examples(examples=[[[path], name] for path, name in example_rows], inputs=[file, model],
-                                visible_columns=[0], cache_examples=False,
-                                example_labels=[example_label(p, m, short=bank.record(m).short)
-                                                for p, m in example_rows],
-                                label=f"Examples ({' and '.join(sources)} test set{'s' if len(sources) > 1 else ''})")
-            with gr.Column():
-                verdict = gr.Markdown(elem_id="verdict")
-                label = gr.Label(label=TUMOR_TYPE_LABEL if bank.tumor_types(None) else NO_TUMOR_TYPE_NOTE,
-                                 num_top_classes=4, elem_id="label")
-                size = gr.Textbox(label="Tumor size", lines=4, interactive=False, elem_id="size")
+        with gr.Tabs():
+            with gr.Tab("Analyze", id="analyze-tab"):
                 with gr.Row():
-                    buttons = {fmt: gr.DownloadButton(text, visible=False, size="sm", elem_id=f"download-{fmt}")
-                               for fmt, text in DOWNLOADS.items()}
-                downloads = gr.Markdown(elem_id="downloads-note")
-        with gr.Row():
-            overlay = gr.Image(label="Tumor outline", type="numpy", format="png", interactive=False, elem_id="overlay")
-            mask = gr.Image(label="Mask", type="numpy", format="png", interactive=False, elem_id="mask")
-            heat = gr.Image(label="Confidence heatmap", type="numpy", format="png", interactive=False,
-                            elem_id="heatmap")
-        with gr.Row():
-            uncertainty = gr.Image(label="Uncertainty: where the slice and its mirror image disagree", type="numpy",
-                                   format="png", interactive=False, elem_id="uncertainty")
-            activation = gr.Image(label="Why this tumor type (Grad-CAM)", type="numpy", format="png",
-                                  interactive=False, elem_id="activation")
+                    with gr.Column():
+                        # hidden with one model; always there, so /analyze keeps one signature
+                        model = gr.Dropdown(bank.choices, value=bank.default, label="Segmentation model",
+                                            visible=len(bank.names) > 1, elem_id="model",
+                                            info="Tumor type comes only with the BRISC 2025 model, trained on T1c "
+                                                 "slices like its classifier.")
+                        # gr.File, not gr.Image: the upload reaches our reader, which explains bad files (no
+                        # file_types: DICOM slice files often have no suffix). Several files: one DICOM series.
+                        file = gr.File(label=UPLOAD_LABEL, type="filepath", file_count="multiple", elem_id="scan")
+                        file.data_model = OneOrMoreFiles
+                        info = gr.Markdown(elem_id="scan-info")
+                        slice_slider = gr.Slider(0, 1, value=0, step=1, precision=0, visible=False, label="Slice",
+                                                 info="Which slice of the volume to show", elem_id="slice")
+                        slice_index = gr.Number(-1, precision=0, visible=False, elem_id="slice-index",
+                                                label="Slice index (-1: the middle one)")
+                        whole_volume = gr.Checkbox(False, visible=False, elem_id="whole-volume",
+                                                   label="Whole volume: segment every slice and report the tumor "
+                                                         "volume (cm³)")
+                        threshold = gr.Slider(0.05, 0.95, value=model_threshold(bank.get()), step=0.05,
+                                              label="Mask threshold", elem_id="threshold")
+                        spacing = gr.Number(value=None, elem_id="spacing",
+                                            label="Pixel spacing (mm per pixel; empty or 0 = pixels and % only; "
+                                                  "DICOM and NIfTI fill it from their header)")
+                        analyze_anyway = gr.Checkbox(False, label="Analyze anyway", elem_id="analyze-anyway",
+                                                     info="Run the models even on an upload that does not look like a "
+                                                          "brain MRI slice of the kind they were trained on")
+                        run = gr.Button("Analyze", variant="primary", elem_id="analyze")
+                        sources = dict.fromkeys(bank.record(m).short for _, m in example_rows)
+                        example_gallery(example_rows, [example_label(p, m, short=bank.record(m).short)
+                                                       for p, m in example_rows], file, model,
+                                        label=f"Examples ({' and '.join(sources)} test set"
+                                              f"{'s' if len(sources) > 1 else ''}): click one to load it")
+                    with gr.Column():
+                        verdict = gr.Markdown(elem_id="verdict")
+                        label = gr.Label(label=TUMOR_TYPE_LABEL if bank.tumor_types(None) else NO_TUMOR_TYPE_NOTE,
+                                         num_top_classes=4, elem_id="label")
+                        size = gr.Textbox(label="Tumor size", lines=4, interactive=False, elem_id="size")
+                        with gr.Row():
+                            buttons = {fmt: gr.DownloadButton(text, visible=False, size="sm", elem_id=f"download-{fmt}")
+                                       for fmt, text in DOWNLOADS.items()}
+                        downloads = gr.Markdown(elem_id="downloads-note")
+                with gr.Row():
+                    overlay = _panel("overlay", "Tumor outline")
+                    mask = _panel("mask", "Mask")
+                    heat = _panel("heatmap", "Confidence heatmap")
+                with gr.Row():
+                    uncertainty = _panel("uncertainty", "Uncertainty: where the slice and its mirror image disagree")
+                    activation = _panel("activation", "Why this tumor type (Grad-CAM)")
+            with gr.Tab("Results", id="results-tab", elem_id="results-tab"):
+                results_tab(bank, data_home)
         gr.Markdown(DISCLAIMER)
         state = gr.State(PageState())
         request_inputs = [file, threshold, spacing, slice_index, whole_volume, model, analyze_anyway]

@@ -73,14 +73,14 @@ def example_choice(rows: list[tuple[str, str]], index: int | None):
 
 
 def example_gallery(rows: list[tuple[str, str]], labels: list[str], file: gr.File, model: gr.Dropdown,
-                    folder: str | Path | None = None) -> gr.Gallery:
+                    folder: str | Path | None = None, label: str = "Examples: click one to load it") -> gr.Gallery:
     """The examples' thumbnail gallery, captioned with `labels`; a click sets `file` (a multi-file
     gr.File: the value is a list of one path) and `model`. Call inside an open gr.Blocks, after `file`
     and `model` exist. `folder`: where thumbnails and copies go (default: a new temp folder). Without
     rows (or none renders) the gallery is there but hidden."""
     folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="tumorlens-examples-"))
     items, kept = prepare_examples(rows, labels, folder)
-    gallery = gr.Gallery(items, label="Examples: click one to load it", elem_id="examples", columns=GALLERY_COLUMNS,
+    gallery = gr.Gallery(items, label=label, elem_id="examples", columns=GALLERY_COLUMNS,
                          height="auto", object_fit="contain", allow_preview=False, interactive=False,
                          buttons=[], format="png", visible=bool(items))
 

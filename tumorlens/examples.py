@@ -3,6 +3,8 @@ slices found at start-up.
 
 - `committed_examples()`: the slices committed in space/examples/ (BRISC 2025 test, Figshare), each with
   its class and dataset, as that folder's README.md lists them (it also gives their sources and licence).
+- `other_committed_examples()`: the committed slices that are not BRISC 2025 (the Figshare ones), which
+  the Space shows beside `example_paths()`'s.
 - `example_paths(data_root, dataset)`: one BRISC 2025 test slice per class (no_tumor is the healthy
   one), from a Hub dataset (`dataset`, else $TUMORLENS_EXAMPLES_DATASET unless `data_root` is given),
   else the committed ones, else the dataset location (`examples_from_hub`, `examples_from_root`).
@@ -37,8 +39,8 @@ EXAMPLES_DATASET_ENV = "TUMORLENS_EXAMPLES_DATASET"  # a Hub dataset id; the Spa
 EXAMPLE_LABELS = {"glioma": "glioma", "meningioma": "meningioma", "no_tumor": "healthy (no tumor)",
                   "pituitary": "pituitary"}
 LGG_EXAMPLE_PATIENTS = 3   # LGG examples: the largest FLAIR abnormality of this many test patients
-# the committed examples: space/examples in a clone; examples/ beside the package, where a Space folder
-# would carry them (space_bundle does not copy them yet: its check refuses image files)
+# the committed examples: space/examples in a clone; examples/ beside the package in a Space folder
+# (tumorlens.space_bundle copies them there)
 EXAMPLES_FOLDERS = (PROJECT_ROOT / "space" / "examples", PROJECT_ROOT / "examples")
 EXAMPLES_README = "README.md"
 # a README table row: | `file` | class | dataset title (`registry name`) | ...
@@ -93,6 +95,11 @@ def committed_brisc_examples(folder: str | Path | None = None) -> list[str]:
         if example.dataset == brisc2025.NAME:
             picked.setdefault(example.label, example.path)
     return [picked[c] for c in TUMOR_CLASSES if c in picked]
+
+
+def other_committed_examples(folder: str | Path | None = None) -> list[str]:
+    """The committed slices of datasets other than BRISC 2025 (Figshare), in README order."""
+    return [e.path for e in committed_examples(folder) if e.dataset != brisc2025.NAME]
 
 
 def example_paths(data_root=None, dataset: str | None = None) -> list[str]:

@@ -6,8 +6,10 @@ header's `models:` / `datasets:` set to what this Space uses), requirements.txt
 (Hub repo ids) and the examples dataset; the other segmenters under models/ here (the LGG one),
 by the names their records give them, go in under `segmenters`, for the app's model menu.
 Weights are referenced, not copied, unless `include_weights=True` (then the model folders go to
-out/models/). No dataset file is ever copied: the finished folder is checked and refused if it
-holds any image, scan or data file.
+out/models/). The committed example slices (space/examples: CC BY 4.0, each listed with its source and
+licence in its README.md) go to out/examples/, where the app finds them. No other dataset file is ever
+copied: the finished folder is checked and refused if it holds any other image, scan or data file, or
+more than MAX_EXAMPLES examples.
 
 Upload it with `hf upload USER/SPACE OUT . --repo-type=space`."""
 
@@ -19,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from .errors import DataError
-from .examples import EXAMPLES_DATASET_ENV
+from .examples import EXAMPLES_DATASET_ENV, EXAMPLES_README, committed_examples
 from .registry import DEFAULT_MODELS, DEFAULT_SEGMENTER, available_segmenters, default_model, hub_repo, segmenter_name
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -29,6 +31,8 @@ SPACE_CONFIG_NAME = "tumorlens_space.json"
 # The published models (Hub repo ids) a Space loads when nothing else is named.
 DEFAULT_HUB_MODELS = {kind: hub_repo(folder) for kind, (_, folder) in DEFAULT_MODELS.items()}
 CONFIG_KEYS = {"segmenter": "seg_model", "classifier": "cls_model"}
+MAX_EXAMPLES = 8      # committed example slices a Space may carry (CC BY 4.0 sets only)
+BUNDLE_EXAMPLES = "examples"  # out/examples: tumorlens.examples.EXAMPLES_FOLDERS looks there in a Space
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
 # Never in a bundle: images, scans, arrays, tables, archives (the datasets stay where they are).
 DATA_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom",
@@ -167,6 +171,7 @@ def build_space(out: str | Path, *, seg_model: str | None = None, cls_model: str
                                           published=hub_repo(Path(folder).name) if folder else None)
         shutil.copy2(space_dir / "app.py", out / "app.py")
         shutil.copy2(space_dir / "requirements.txt", out / "requirements.txt")
+        copy_examples(space_dir / "examples", out / BUNDLE_EXAMPLES)
         shutil.copytree(package_dir, out / "tumorlens",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*"))
         card = SpaceCard.load(space_dir / "README.md")
@@ -185,14 +190,35 @@ def build_space(out: str | Path, *, seg_model: str | None = None, cls_model: str
     return out
 
 
+def copy_examples(source: Path, target: Path) -> list[str]:
+    """Copy the example slices `source`'s README.md lists (with their source and licence) and the README
+    itself to `target`; an unlisted file stays behind. Returns the copied slices' names."""
+    listed = committed_examples(source) if (source / EXAMPLES_README).is_file() else []
+    if not listed:
+        return []
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / EXAMPLES_README, target / EXAMPLES_README)
+    for example in listed:
+        shutil.copy2(example.path, target / Path(example.path).name)
+    return [Path(e.path).name for e in listed]
+
+
 def check_space_folder(folder: str | Path, *, allow_weights: bool = False) -> None:
-    """Raise if `folder` holds a data file (or weights outside models/ when they are allowed)."""
+    """Raise if `folder` holds a data file (or weights outside models/ when they are allowed); the
+    example slices its examples/README.md lists are allowed, up to MAX_EXAMPLES."""
     folder = Path(folder)
+    examples = folder / BUNDLE_EXAMPLES
+    allowed = ({Path(BUNDLE_EXAMPLES) / Path(e.path).name for e in committed_examples(examples)}
+               if (examples / EXAMPLES_README).is_file() else set())
+    if len(allowed) > MAX_EXAMPLES:
+        raise ValueError(f"the Space folder carries {len(allowed)} example slices; at most {MAX_EXAMPLES} may go")
     bad = []
     for path in folder.rglob("*"):
         if not path.is_file() or not _is_data_file(path):
             continue
         rel = path.relative_to(folder)
+        if rel in allowed:
+            continue
         if allow_weights and rel.parts[0] == "models" and path.name.lower().endswith(WEIGHT_SUFFIXES):
             continue
         bad.append(str(rel))

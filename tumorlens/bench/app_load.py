@@ -146,7 +146,7 @@ def render_markdown(result: dict) -> str:
         lines += ["", f"API overhead: one request's p50 through the API minus the in-process total p50 = "
                       f"{overhead:.0f} ms (upload, queue, Gradio's pre/postprocessing other than the PNGs, download; "
                       "the client runs on the same machine here)."]
-    lines += ["", "PNG sizes (p50 KB): " + ", ".join(f"{k} {v}" for k, v in p["png_kb_p50"].items()),
+    lines += ["", "Encoded sizes (p50 KB): " + ", ".join(f"{k} {v}" for k, v in p["encoded_kb_p50"].items()),
               "", "API clients call /analyze alone; the page also runs /explain (Grad-CAM) and the downloads after "
               "each analysis, in the same concurrency group, so a page user loads the server more than one API call."]
     return "\n".join(lines) + "\n"
@@ -308,9 +308,13 @@ def run(out: Path, *, requests: int = 30, clients: int = 20, per_client: int = 5
     from ..paths import data_home
     from ..registry import default_model
     from . import app_profile
+    from ..app import concurrency_limit
+    from ..hardware import worker_threads
     machine = machine_state()  # before this process loads anything
-    if threads is not None:  # the same thread count as the server: the same runtime choice, the same masks
-        torch.set_num_threads(threads)
+    # the server's thread count (space/app.py's default unless given), here too: the same runtime
+    # choice and precision, so the same masks
+    threads = threads if threads is not None else worker_threads(concurrency or concurrency_limit())
+    torch.set_num_threads(threads)
     seg, cls = default_model("segmenter"), default_model("classifier")
     if not seg or not cls:
         raise FileNotFoundError("the shipped models are missing under models/")
@@ -328,12 +332,11 @@ def run(out: Path, *, requests: int = 30, clients: int = 20, per_client: int = 5
         load_result = concurrent_requests(server.url, batches, references, downloads, threshold)
         startup, port = server.startup_s, server.port
     machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    from ..app import concurrency_limit  # what the server reads from the same environment
     total = next(r for r in profile["rows"] if r["group"] == "total")["p50_ms"]
     result = {"command": "python -m tumorlens.bench.app_load " + " ".join(argv or []),
               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine,
               "server": {"concurrency": concurrency or concurrency_limit(), "startup_s": round(startup, 1),
-                         "threads": threads or torch.get_num_threads(), "slice_side": SLICE_SIDE, "port": port},
+                         "threads": threads, "slice_side": SLICE_SIDE, "port": port},
               "single": single_result, "load": load_result, "profile": profile,
               "api_overhead_ms": None if single_result["p50_ms"] is None else round(single_result["p50_ms"] - total, 1)}
     result["goals"] = [{"goal": g, "measured": v, "met": ok} for g, v, ok in goals(result)]
@@ -355,7 +358,8 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=None,
                    help="the server's $TUMORLENS_CONCURRENCY (default: the app's)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch/ONNX threads in the server (OMP_NUM_THREADS) and here (default: torch's)")
+                   help="torch/ONNX threads per model call in the server (OMP_NUM_THREADS) and here "
+                        "(default: the app's, the usable cores shared out among --concurrency calls)")
     args = p.parse_args(argv)
     if min(args.requests, args.clients, args.per_client) < 1:
         p.error("--requests, --clients and --per-client must be at least 1")

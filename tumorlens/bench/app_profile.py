@@ -1,13 +1,13 @@
 """Where one /analyze request's time goes, in process: the stages the app's `analyze_with_model` runs
 for one image (read -> `analyze_scan`: scope check, segmenter, classifier -> `page_outputs`: verdict
 and panels), each timed on its own by calling the same functions, plus what Gradio does with each
-returned image (`gr.Image(format="png")` postprocess: `processing_utils.save_img_array_to_cache`, i.e.
-PIL PNG encoding at its default level, hashing and writing the file).
+returned image (`gr.Image(format=...)` postprocess, in the page's `app.PANEL_FORMATS`:
+`processing_utils.save_img_array_to_cache`, i.e. PIL encoding, hashing and writing the file).
 
 Parts break the segmenter and the classifier down (preprocessing, each pass of the flip average,
 mapping back, clean-up), so a proposal can name the line it saves. Check rows time the app's own
 `analyze_scan` and `page_outputs` whole (the stages should add up to them); what-if rows time what the
-app does not do today (PNG at compression level 1, JPEG as Gradio writes it). None is in the total.
+app does not do (its colour panels as PNG, at Gradio's level and at level 1). None is in the total.
 Used by `tumorlens.bench.app_load`; no Gradio server here."""
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# the stages one request runs, in order (panels and PNGs: one row each, named below); their sum is the total
+from ..app import PANEL_FORMATS
+
+# the stages one request runs, in order (panels and their encodings: one row each, named below); their sum is the total
 STAGES = ("read + decode", "scope check", "segmenter", "classifier", "verdict text")
 PANEL_NAMES = ("overlay", "mask", "heatmap", "uncertainty")   # the page's image outputs, in order
 # parts of a stage above (not added to the total again)
@@ -32,6 +34,7 @@ PARTS = ("segmenter > letterbox + normalize", "segmenter > forward pass", "segme
 # the app's own calls, timed whole (to check the stages add up to them), and variants it does not run
 CHECKS = ("check: analyze_scan as the app calls it", "check: page_outputs as the app calls it")
 WHAT_IF = "what-if: "
+ENCODE = "encode: "  # a returned image written as the page's gr.Image writes it (app.PANEL_FORMATS)
 
 
 @contextmanager
@@ -109,7 +112,7 @@ def panel_renderers(rgb: np.ndarray, seg) -> dict:
 
 def profile_slice(pipeline, path: str | Path, cache_dir: str, times: dict, scope_gate=None) -> dict:
     """Times every stage of one request for the image at `path` into `times` (stage -> list of seconds);
-    returns the PNG size in bytes of each image the app returns."""
+    returns the encoded size in bytes of each image the app returns."""
     from ..medical_io import APP_BUDGET, read_scan
     from ..scan_analysis import analyze_scan, report
     page_outputs = app_page_outputs()
@@ -140,20 +143,21 @@ def profile_slice(pipeline, path: str | Path, cache_dir: str, times: dict, scope
     images = [o for o in outputs if isinstance(o, np.ndarray)]
     sizes = {}
     for name, image in zip(PANEL_NAMES, images):
-        with timed(times, f"png: {name}"):
-            sizes[name] = Path(gradio_save(image, cache_dir)).stat().st_size
+        fmt = PANEL_FORMATS[name]
+        with timed(times, f"{ENCODE}{name} ({fmt})"):
+            sizes[name] = Path(gradio_save(image, cache_dir, fmt)).stat().st_size
         if name != "mask":  # the mask stays a lossless PNG (and costs little)
             with timed(times, f"{WHAT_IF}png level 1, {name}"):
                 png_bytes(image, 1)
-            with timed(times, f"{WHAT_IF}gr.Image(format='jpeg'), {name}"):
-                gradio_save(image, cache_dir, "jpeg")
+            with timed(times, f"{WHAT_IF}gr.Image(format='png'), {name}"):
+                gradio_save(image, cache_dir, "png")
     return sizes
 
 
 def stage_names(times: dict) -> list[str]:
-    """The stages timed, in request order: those of STAGES, then each panel, then each PNG."""
+    """The stages timed, in request order: those of STAGES, then each panel, then each encoding."""
     named = [s for s in STAGES if s in times]
-    return named + [k for k in times if k.startswith("panel: ")] + [k for k in times if k.startswith("png: ")]
+    return named + [k for k in times if k.startswith("panel: ")] + [k for k in times if k.startswith(ENCODE)]
 
 
 def summarize(times: dict) -> list[dict]:
@@ -202,11 +206,11 @@ def _profile_slices(pipeline, paths, scope_gate, warmup: int) -> tuple[dict, dic
 
 
 def profile(pipeline, paths, scope_gate=None, warmup: int = 1) -> dict:
-    """Stage table over `paths` (after `warmup` untimed slices), the panels' PNG sizes, and the runtimes;
+    """Stage table over `paths` (after `warmup` untimed slices), the panels' encoded sizes, and the runtimes;
     timed in a worker thread, where the app runs a request."""
     times, sizes = in_worker_thread(_profile_slices, pipeline, paths, scope_gate, warmup)
     return {"rows": summarize(times), "slices": len(paths), "scope_check": scope_gate is not None,
-            "png_kb_p50": {name: round(float(np.median(v)) / 1024, 1) for name, v in sizes.items()},
+            "encoded_kb_p50": {name: round(float(np.median(v)) / 1024, 1) for name, v in sizes.items()},
             "segmenter_tta": bool(pipeline.segmenter.tta), "classifier_tta": bool(pipeline.classifier.tta),
             "runtimes": {"segmenter": f"{pipeline.segmenter.runner.runtime}/{pipeline.segmenter.runner.precision}",
                          "classifier": f"{pipeline.classifier.runner.runtime}/{pipeline.classifier.runner.precision}"},
