@@ -18,7 +18,8 @@ from PIL import Image
 from tumorlens.errors import DataError
 from tumorlens.inference import Pipeline, Segmentation
 from tumorlens.medical_io import read_scan
-from tumorlens.scan_analysis import LARGEST, analyze_scan, load_scan, report, resolve_spacing
+from tumorlens.scan_analysis import LARGEST, analyze_scan, load_scan, resolve_spacing
+from tumorlens.scan_verdict import report
 
 BRAIN, TUMOR = 100, 250  # gray levels; after read_scan's min-max window: 102 and 255 (background 0)
 
@@ -185,7 +186,7 @@ def test_spacing_entered_or_from_the_header(tmp_path):
 
 def test_the_verdict_says_uncertain_when_the_two_models_disagree():
     from tumorlens.inference import Analysis, Segmentation
-    from tumorlens.scan_analysis import disagreement
+    from tumorlens.scan_verdict import disagreement
     rgb = np.zeros((64, 64, 3), np.uint8)
     small = np.zeros((64, 64), bool)
     small[10:12, 10:13] = True

@@ -35,7 +35,8 @@ from tumorlens.medical_io import Scan, read_scan
 from tumorlens.model_record import RESEARCH_USE
 from tumorlens.paths import MODELS_DIR
 from tumorlens.registry import BRISC_CLASSIFIER, BRISC_SEGMENTER, LGG_SEGMENTER
-from tumorlens.scan_analysis import LARGEST, ScanResult, analyze_scan, describe_area, report
+from tumorlens.scan_analysis import LARGEST, ScanResult, analyze_scan
+from tumorlens.scan_verdict import describe_area, report
 from tumorlens.scan_report import ModelSummary, header_description, model_summary, render_report, write_report
 from tumorlens.visualize import overlay_outline
 

@@ -15,7 +15,8 @@ from _tiny_models import REPO
 from test_app import free_port
 from tumorlens.app import Request, SegmenterBank, analyze_with_model, build_demo, explain_for_ui, launch_options
 from tumorlens.inference import Pipeline
-from tumorlens.scan_analysis import RecentResults, analyze_scan, load_scan, report
+from tumorlens.scan_analysis import RecentResults, analyze_scan, load_scan
+from tumorlens.scan_verdict import report
 from tumorlens.scan_outputs import FORMATS, write_outputs
 from tumorlens.scope_gate import REFUSAL, load_gate
 

@@ -15,7 +15,8 @@ from .errors import DataError, public_message
 from .inference import Pipeline
 from .medical_io import APP_BUDGET, RequestBudget, Scan, cli_command, read_header
 from .registry import UnknownModelError
-from .scan_analysis import RecentResults, ScanResult, analyze_scan, file_stamps, load_scan, model_threshold, report
+from .scan_analysis import RecentResults, ScanResult, analyze_scan, file_stamps, load_scan, model_threshold
+from .scan_verdict import report
 from .scan_outputs import FORMATS, Outputs, source_name, write_outputs
 from .scope_gate import ScopeGate
 from .segmenter_bank import SegmenterBank

@@ -10,8 +10,9 @@ masks -> sizes. No Gradio here; the front ends turn `DataError`s into their own 
   app passes `APP_BUDGET`), a volume of more than `budget.max_volume_slices` slices is refused in
   whole-volume mode (BudgetError naming the `tumorlens predict` command that runs it whole); one
   slice of it still analyzes.
-- `resolve_spacing`: the header's pixel spacing or the one a user gives; `report(result)`: the
-  verdict (Markdown) and size text the app shows."""
+- `analyze_slices(pipeline, scans)`: `analyze_scan` for many single slices, each model on batches.
+- `resolve_spacing`: the header's pixel spacing or the one a user gives. The verdict and size text of a
+  result are `scan_verdict.report`'s."""
 
 from __future__ import annotations
 
@@ -36,9 +37,6 @@ VOLUME_BATCH = 8           # slices per segmenter call in whole-volume mode
 SCAN_CACHE_SIZE = 4        # decoded files kept by `load_scan`
 RECENT_RESULTS = 8         # analyses kept by `RecentResults` (the app's downloads)
 LARGEST = "largest"        # slice_index: the slice with the most tumor (whole-volume mode)
-# a calibrated probability at which the classifier's word contradicts the segmenter's (see `disagreement`)
-DISAGREE_CONFIDENCE = 0.8
-NO_TUMOR = "no_tumor"
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -261,101 +259,6 @@ def analyze_scan(pipeline: Pipeline, scan: Scan, *, threshold: float | None = No
                       source, counts, notes, masks, scope=scope, analyzed_anyway=anyway)
 
 
-# -- the report the app shows --------------------------------------------------------------
-def describe_area(px: int, fraction: float, spacing, of: str = "the image") -> str:
-    """'1,234 px (0.47% of the image) = 308.5 mm² (3.09 cm²)'; spacing: mm per pixel, or (row, col)."""
-    text = f"{px:,} px ({100 * fraction:.2f}% of {of})"
-    if spacing:
-        row, col = (spacing, spacing) if np.isscalar(spacing) else spacing
-        mm2 = px * float(row) * float(col)
-        text += f" = {mm2:,.1f} mm² ({mm2 / 100:,.2f} cm²)"
-    return text
-
-
-def _mm(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def report(result: ScanResult) -> tuple[str, str]:
-    """(verdict as Markdown, size as text) for the page and the API."""
-    seg, scan = result.segmentation, result.scan
-    if result.refused:
-        return refusal(result.scope), ""
-    if seg is None:
-        return "No segmenter loaded: tumor type only.", ""
-    lines = []
-    where = f"slice {result.index} of {scan.n_slices} (0-{scan.n_slices - 1})" if scan.is_volume else "the image"
-    area = describe_area(seg.area_px, seg.area_fraction, result.pixel_spacing_mm,
-                         of="the slice" if scan.is_volume else "the image")
-    lines.append(f"Slice {result.index}: {area}" if scan.is_volume else area)
-    if result.pixel_spacing_mm:
-        row, col = result.pixel_spacing_mm
-        origin = {"header": f"from the {'DICOM' if scan.kind == 'dicom' else 'NIfTI'} header",
-                  "entered": "as entered"}.get(result.spacing_source, "")
-        lines.append(f"Pixel spacing {_mm(row)} x {_mm(col)} mm {origin}".rstrip())
-    else:
-        lines.append("No pixel spacing: size in pixels and % only (enter mm per pixel for mm²).")
-    if result.slice_tumor_px is not None:
-        counts = result.slice_tumor_px
-        with_tumor = result.tumor_slices
-        text = f"Volume: {result.tumor_voxels:,} voxels on {with_tumor} of {len(counts)} slices"
-        if with_tumor:
-            text += f" (largest on slice {int(np.argmax(counts))})"
-        if result.volume_mm3 is not None:
-            row, col = result.pixel_spacing_mm
-            text += (f" = {result.volume_mm3:,.1f} mm³ ({result.volume_cm3:,.3f} cm³; voxel "
-                     f"{_mm(row)} x {_mm(col)} x {_mm(scan.slice_thickness_mm)} mm)")
-        else:
-            text += "; no voxel size in the header, so no cm³"
-        lines.append(text)
-    if scan.nonfinite:
-        lines.append(scan.nonfinite_note())
-    if result.scope is not None:
-        lines.append(f"Scope check: {result.scope.message}")
-    lines += result.notes
-    if result.slice_tumor_px is not None:
-        verdict = (f"### Tumor found\nOn {result.tumor_slices} of {scan.n_slices} slices." if result.tumor_found
-                   else f"### No tumor found\nIn any of the {scan.n_slices} slices.")
-    else:
-        verdict = disagreement(result.analysis) or (
-            f"### Tumor found\nOn {where}." if result.tumor_found else f"### No tumor found\nOn {where}.")
-    if result.analyzed_anyway:
-        verdict += f"\n\n**Analyzed anyway:** {result.scope.message} Read this result with that in mind."
-    return verdict, "\n".join(lines)
-
-
-ANALYZE_ANYWAY_HINT = "Tick **Analyze anyway** (API: `analyze_anyway=True`; CLI: `--no-scope-check`) to run the models regardless."
-
-
-def refusal(scope: ScopeResult) -> str:
-    """The verdict (Markdown) for an upload the scope check refused: no tumor verdict, the score, the way on."""
-    return f"### Not analyzed: this does not look like a brain MRI slice\n{scope.message}\n\n{ANALYZE_ANYWAY_HINT}"
-
-
-def disagreement(analysis: Analysis, confident: float = DISAGREE_CONFIDENCE) -> str | None:
-    """An 'uncertain' verdict (Markdown) when the two models contradict each other on one slice: a mask
-    where the tumor-type classifier is confident there is no tumor, or no mask where it is confident
-    there is one; None when they agree or there is only one model. Both numbers are shown."""
-    probs, seg = analysis.class_probabilities, analysis.segmentation
-    if not probs or seg is None or NO_TUMOR not in probs:
-        return None
-    healthy = probs[NO_TUMOR]
-    if analysis.tumor_found and healthy >= confident:
-        return (f"### Uncertain: small finding, the classifier disagrees\nThe segmenter outlined {seg.area_px:,} px, "
-                f"but the tumor-type classifier says no tumor with probability {healthy:.2f}. Treat the outline "
-                "with caution.")
-    tumor_class = analysis.predicted_class
-    if not analysis.tumor_found and tumor_class != NO_TUMOR and probs[tumor_class] >= confident:
-        return (f"### Uncertain: no outline, the classifier disagrees\nThe segmenter found nothing at its threshold, "
-                f"but the tumor-type classifier says {tumor_class} with probability {probs[tumor_class]:.2f}. "
-                "A lower threshold may show the region.")
-    return None
-
-
-__all__ = ["RecentResults", "ScanResult", "analyze_scan", "file_stamps", "classify", "describe_area", "disagreement", "load_scan", "model_threshold", "refusal", "report",
-           "resolve_spacing", "segment_slices", "LARGEST", "SCAN_CACHE_SIZE", "VOLUME_BATCH"]
-
-
 # -- many single slices at once (the batch CLI) ----------------------------------------------
 def analyze_slices(pipeline: Pipeline, scans, *, threshold: float | None = None, spacing=None,
                    scope_gate: ScopeGate | None = None, batch_size: int = 16,
@@ -422,3 +325,7 @@ def _scope_batch(gate: ScopeGate | None, images: list[np.ndarray], batch_size: i
     scores, nearest = gate.model.score(feats), gate.model.nearest(feats)
     return [ScopeResult(float(s) >= gate.threshold, float(s), gate.threshold, gate.model.datasets[int(j)], bool(b))
             for s, j, b in zip(scores, nearest, feats["blank"])]
+
+
+__all__ = ["RecentResults", "ScanResult", "analyze_scan", "analyze_slices", "file_stamps", "classify", "load_scan",
+           "model_threshold", "resolve_spacing", "segment_slices", "LARGEST", "SCAN_CACHE_SIZE", "VOLUME_BATCH"]

@@ -10,7 +10,7 @@ so), and it prints on one A4 page.
 - `render_report(result, source_sha256=..., models=..., created=...)` -> the HTML text;
   `write_report(result, out, ...)` writes it (the SHA-256 of `result.scan.source` when none is given).
 
-The verdict is `scan_analysis.report`'s (with its "Uncertain" verdict when the two models disagree),
+The verdict is `scan_verdict.report`'s (with its "Uncertain" verdict when the two models disagree),
 sizes are `describe_area`'s, the slice picture is `visualize.overlay_outline`'s. Every text taken from
 the input (file name, header description, notes) is HTML-escaped."""
 
@@ -30,7 +30,8 @@ import numpy as np
 from .imagenet import sha256_of
 from .model_record import RESEARCH_USE, read_record
 from .models import EVAL_NAME, fetch_file
-from .scan_analysis import ScanResult, _mm, describe_area, report
+from .scan_analysis import ScanResult
+from .scan_verdict import describe_area, mm_text, report
 from .visualize import overlay_outline
 
 WEIGHTS_NAME = "model.safetensors"
@@ -211,7 +212,7 @@ def finding_rows(result: ScanResult) -> list[tuple[str, str, str]]:
         if result.volume_cm3 is not None:
             row, col = result.pixel_spacing_mm
             volume = (f"{result.volume_cm3:,.3f} cm³ ({result.volume_mm3:,.1f} mm³: {result.tumor_voxels:,} voxels "
-                      f"of {_mm(row)} x {_mm(col)} x {_mm(scan.slice_thickness_mm)} mm)")
+                      f"of {mm_text(row)} x {mm_text(col)} x {mm_text(scan.slice_thickness_mm)} mm)")
         else:
             volume = f"{result.tumor_voxels:,} voxels; no voxel size in the header, so no cm³"
         rows.append(("Tumor volume", volume, "volume"))
@@ -219,7 +220,7 @@ def finding_rows(result: ScanResult) -> list[tuple[str, str, str]]:
         row, col = result.pixel_spacing_mm
         origin = {"header": f"from the {'DICOM' if scan.kind == 'dicom' else 'NIfTI'} header",
                   "entered": "as entered"}.get(result.spacing_source, "")
-        rows.append(("Pixel spacing", f"{_mm(row)} x {_mm(col)} mm {origin}".rstrip(), "spacing"))
+        rows.append(("Pixel spacing", f"{mm_text(row)} x {mm_text(col)} mm {origin}".rstrip(), "spacing"))
     else:
         rows.append(("Pixel spacing", "unknown: sizes in pixels and % of the image only", "spacing"))
     if seg is not None:

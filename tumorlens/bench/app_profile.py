@@ -114,7 +114,8 @@ def profile_slice(pipeline, path: str | Path, cache_dir: str, times: dict, scope
     """Times every stage of one request for the image at `path` into `times` (stage -> list of seconds);
     returns the encoded size in bytes of each image the app returns."""
     from ..medical_io import APP_BUDGET, read_scan
-    from ..scan_analysis import analyze_scan, report
+    from ..scan_analysis import analyze_scan
+    from ..scan_verdict import report
     page_outputs = app_page_outputs()
     with timed(times, "read + decode"):  # load_scan's cache misses on every new upload
         scan = read_scan(str(path), budget=APP_BUDGET)
