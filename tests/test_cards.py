@@ -84,3 +84,35 @@ def test_a_fine_tuned_card_carries_base_model(tmp_path):
     assert f"Fine-tuned from {hub_repo(BRISC_SEGMENTER)}" in card.text
     assert 'smp.from_pretrained("me/my-unet")' in card.text
     assert str(tmp_path) not in str(card)
+
+
+def test_the_card_draws_the_whole_learning_curve(tmp_path):
+    """Every epoch of training_info.json's history is a row (also those after the chosen one, so a plateau
+    shows), the chosen epoch is starred, and the numbers are the history's."""
+    import shutil
+    folder = tmp_path / "my-unet"
+    shutil.copytree(MODELS_DIR / BRISC_SEGMENTER, folder)
+    info = json.loads((folder / "training_info.json").read_text())
+    info["history"] = [{"epoch": e, "train_loss": 1.0 / e, "score": 0.8 + e / 100, "val_dice_tumor": 0.7 + e / 100,
+                        "val_dice_tumor_median": 0.9, "val_healthy_fp_rate": 0.01 * e} for e in (1, 2, 3)]
+    info["best_epoch"] = 2
+    (folder / "training_info.json").write_text(json.dumps(info))
+    text = render_card(folder, "segmenter").text
+    rows = [line for line in text.splitlines() if re.match(r"^\| \d", line)]
+    curve = [r for r in rows if r.count("|") == 7]
+    assert [r.split("|")[1].strip() for r in curve] == ["1", "2 ★", "3"]
+    assert curve[2].split("|")[2:5] == [" 0.3333 ", " 0.8300 ", " 0.7300 "] and "3.00%" in curve[2]
+
+
+def test_release_keeps_the_runs_whole_history(tmp_path, monkeypatch):
+    """release() writes the run's history (past the best epoch) into the folder's training_info.json."""
+    import shutil
+    from tumorlens import release as release_module
+    from tumorlens.training.specs import DataSpec, ReleaseSpec
+    best = tmp_path / "best"
+    shutil.copytree(MODELS_DIR / BRISC_SEGMENTER, best)
+    monkeypatch.setattr(release_module, "tune_segmenter", lambda folder, data: {})
+    history = [{"epoch": e, "train_loss": 0.5, "score": 0.8, "val_dice_tumor": 0.7} for e in (1, 2, 3)]
+    out = release_module.release(best, "segmenter", DataSpec(), ReleaseSpec(evaluate=False), tmp_path / "out",
+                                 history=history)
+    assert json.loads((out / "training_info.json").read_text())["history"] == history

@@ -87,12 +87,16 @@ def model_record_for(kind: str, dataset: str) -> ModelRecord:
 
 
 def release(best: Path, kind: str, data: DataSpec, spec: ReleaseSpec, out: Path, *,
-            val_pack: dict | None = None, roi_segmenter: str | None = None) -> Path:
-    """Best checkpoint -> `out` (fp16 if asked), tuned on validation, scored on test, card rendered, pushed."""
+            val_pack: dict | None = None, roi_segmenter: str | None = None, history: list[dict] | None = None) -> Path:
+    """Best checkpoint -> `out` (fp16 if asked), tuned on validation, scored on test, card rendered, pushed.
+    `history`: the run's whole learning curve (every epoch, also those after the best one, which the
+    checkpoint's own training_info.json stops at), so the card shows whether validation had flattened."""
     from .evaluate import evaluate_model
     from .hub import push_folder, write_card
     from .models import load_classifier, load_segmenter, save_classifier, save_segmenter
     info = json.loads((best / TRAINING_INFO_NAME).read_text())
+    if history:
+        info["history"] = [dict(r) for r in history]
     if out.exists():
         shutil.rmtree(out)
     if kind == "segmenter":

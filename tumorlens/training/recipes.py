@@ -71,7 +71,8 @@ def _fit(task, kind: str, data: DataSpec, schedule: TrainConfig, spec: ReleaseSp
     state = trainer.fit()
     if not spec.finalize or not state.get("done") or not main_process:
         return TrainResult(run_dir, None, record)
-    folder = release(run_dir / "best", kind, data, spec, out, val_pack=task.val, roi_segmenter=roi_segmenter)
+    folder = release(run_dir / "best", kind, data, spec, out, val_pack=task.val, roi_segmenter=roi_segmenter,
+                     history=state.get("history"))
     return TrainResult(run_dir, folder, record)
 
 
