@@ -1,0 +1,193 @@
+"""Segmentation v3 after the ablation: the winner trained long (and any later stage), judged against the
+shipped segmenter by the rule that ships models, with the learning curves drawn from the runs themselves.
+
+    python -m tumorlens.bench.segmenter_campaign score RUN_DIR [RUN_DIR ...]   # validation, per stage
+    python -m tumorlens.bench.segmenter_campaign speed CANDIDATE              # ms per slice, both, one run
+    python -m tumorlens.bench.segmenter_campaign report [--candidate FOLDER]  # benchmarks/segmenter_v3.*
+
+- score: each stage's best checkpoint (RUN_DIR/best) and the shipped segmenter on the same BRISC 2025
+  validation slices, each tuned by `tumorlens.postprocess.tune_postprocess` (hflip TTA, the best tumor-slice
+  Dice with at most 2 % of healthy slices given a >= 50 px mask), plus the average of the two probability
+  maps, for the record; written to RUN_DIR/campaign_score.json with the run's learning curve and CPU-hours.
+- speed: one real 512 px slice through `Segmenter.segment` (letterbox, both flips, clean-up) for the shipped
+  folder and the candidate folder, torch at this machine's precision, interleaved rounds, each folder's
+  fastest round: the issue allows the candidate at most 2x the shipped time.
+- report: the stages' scores and curves, and, when the candidate folder holds an eval.json, its BRISC test
+  scores beside the shipped one's (the three Dice definitions, by class, plane and size, healthy slices).
+A stage ships only if its tuned validation Dice beats the shipped model's."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..models import EVAL_NAME
+from ..paths import MODELS_DIR
+from ..registry import BRISC_SEGMENTER
+
+SHIPPED = MODELS_DIR / BRISC_SEGMENTER
+SCORE_NAME = "campaign_score.json"
+SPEED_ROUNDS = 3
+SPEED_LIMIT = 2.0  # the candidate's one-slice time may be at most this multiple of the shipped one's
+REPORT = "segmenter_v3"
+
+
+def _tuned(probs, val) -> dict:
+    from ..packs import patient_ids
+    from ..postprocess import tune_postprocess
+    t = tune_postprocess(probs, val["masks"], patients=patient_ids(val))
+    return {k: t[k] for k in ("val_dice_tumor", "val_healthy_fp_rate", "threshold", "min_component_fraction",
+                              "n_val_tumor", "n_val_healthy")}
+
+
+def score_stage(run_dir: Path, shipped: Path = SHIPPED) -> dict:
+    """The stage's best checkpoint, the shipped model and their average, tuned on the same validation slices."""
+    import torch
+    from ..hardware import default_threads
+    from ..inference import Segmenter
+    from ..training.specs import DataSpec
+    from ..training.splits import train_val_packs
+    torch.set_num_threads(default_threads())
+    spec = json.loads((run_dir / "spec.json").read_text())
+    state = json.loads((run_dir / "state" / "trainer_state.json").read_text())
+    new = Segmenter.from_pretrained(run_dir / "best", runtime="torch")
+    old = Segmenter.from_pretrained(shipped, runtime="torch")
+    data = DataSpec(**{k: v for k, v in spec["data"].items() if k in DataSpec.__dataclass_fields__})
+    val = train_val_packs("segmentation", new.pre.size, data).val
+    images = list(val["images"])
+    p_new = new.probabilities(images)
+    p_old = p_new if new.pre.size != old.pre.size else old.probabilities(images)
+    threads = spec["schedule"].get("num_threads") or 1
+    score = {
+        "stage": run_dir.name, "run_dir": str(run_dir), "setup": spec["setup"], "init_from": spec.get("init_from"),
+        "extra_train": spec["data"].get("extra_train"), "epochs": spec["schedule"]["epochs"],
+        "epochs_done": state["epoch"], "done": state.get("done", False), "best_epoch": state["best_epoch"],
+        "train_seconds": round(state["train_seconds"], 1),
+        # threads changed between resumes; the recorded count is the last start's: an estimate
+        "cpu_hours_estimate": round(state["train_seconds"] * threads / 3600, 2), "threads_last_start": threads,
+        "candidate": _tuned(p_new, val), "scored": time.strftime("%Y-%m-%d %H:%M"),
+        "curve": [{k: r.get(k) for k in ("epoch", "train_loss", "score", "val_dice_tumor", "val_healthy_fp_rate")}
+                  for r in state["history"]],
+    }
+    if new.pre.size == old.pre.size:
+        score["shipped"] = _tuned(p_old, val)
+        score["average_with_shipped"] = _tuned([(a + b) / 2 for a, b in zip(p_new, p_old)], val)
+    score["beats_shipped"] = bool(score.get("shipped")) and \
+        score["candidate"]["val_dice_tumor"] > score["shipped"]["val_dice_tumor"]
+    (run_dir / SCORE_NAME).write_text(json.dumps(score, indent=1) + "\n")
+    return score
+
+
+def measure_speed(candidate: Path, shipped: Path = SHIPPED, runs: int = 30) -> dict:
+    """`Segmenter.segment` on one real 512 px BRISC test slice, both folders, torch, interleaved rounds."""
+    import torch
+    from ..hardware import default_threads, hardware_summary
+    from ..inference import Segmenter
+    from ..paths import data_home
+    from ..preprocess import decode_image
+    from .app_load import pick_slices
+    from .latency import time_call
+    torch.set_num_threads(default_threads())
+    rgb = decode_image(str(pick_slices(data_home(), 1)[0]))
+    models = {"shipped": Segmenter.from_pretrained(shipped, runtime="torch"),
+              "candidate": Segmenter.from_pretrained(candidate, runtime="torch")}
+    rounds = [{n: time_call(lambda m=m: m.segment(rgb), max(1, runs // SPEED_ROUNDS)) for n, m in models.items()}
+              for _ in range(SPEED_ROUNDS)]
+    rows = {n: min((r[n] for r in rounds), key=lambda t: t["p50_ms"]) for n in models}
+    ratio = rows["candidate"]["p50_ms"] / rows["shipped"]["p50_ms"]
+    return {"folders": {"shipped": str(shipped), "candidate": str(candidate)}, "ms": rows,
+            "ratio": round(ratio, 3), "within_limit": ratio <= SPEED_LIMIT, "runtime": "torch",
+            "input": f"one {rgb.shape[1]}x{rgb.shape[0]} px slice", "precision": models["shipped"].runner.precision,
+            "hardware": hardware_summary("cpu"), "measured": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _test_row(name: str, ev: dict) -> str:
+    d = ev.get("dice_definitions", {})
+    labels = ", ".join(f"{k} {v['dice']['mean']:.4f}" for k, v in ev.get("by_label", {}).items())
+    sizes = ", ".join(f"{k} {ev['by_size'][k]['dice']['mean']:.4f}" for k in ("small", "medium", "large")
+                      if k in ev.get("by_size", {}))
+    h = ev.get("healthy", {})
+    all_slices, pooled = (d.get(k, {}).get("value", float("nan")) for k in ("all_slices_mean", "pooled"))
+    return (f"| {name} | {ev['dice_mean']:.4f} | {ev['dice_median']:.4f} | {all_slices:.4f} | {pooled:.4f} | "
+            f"{labels} | {sizes} | {h.get('masked', '-')}/{h.get('n', '-')} |")
+
+
+def write_report(stages: list[dict], speed: dict | None, candidate: Path | None, out: Path) -> None:
+    from .ablation import plot_curves
+    out.mkdir(parents=True, exist_ok=True)
+    plot_curves([{"arm": s["stage"], "curve": s["curve"]} for s in stages], out / f"{REPORT}_curves.png")
+    shipped_ev = json.loads((SHIPPED / EVAL_NAME).read_text())
+    scored = candidate is not None and (candidate / EVAL_NAME).is_file()
+    cand_ev = json.loads((candidate / EVAL_NAME).read_text()) if scored else None
+    summary = {"stages": stages, "speed": speed, "candidate": str(candidate) if candidate else None,
+               "test": {"shipped": shipped_ev.get("dice_definitions"),
+                        "candidate": (cand_ev or {}).get("dice_definitions")}}
+    (out / f"{REPORT}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = ["# Segmentation v3: the ablation winner trained on", "", __doc__.split("\n\n")[0].replace("\n", " "), "",
+             "## Validation (BRISC 2025 validation split, the shipping rule)", "",
+             "| stage | recipe | epochs | best epoch | CPU-hours (est.) | val tumor Dice | healthy masked | "
+             "shipped, same slices | average of both | ships? |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in stages:
+        c, sh, av = s["candidate"], s.get("shipped"), s.get("average_with_shipped")
+        recipe = (f"{s['setup']['encoder']} {s['setup']['decoder']}, {s['setup']['crop']} px crops of "
+                  f"{s['setup']['input_size']} px" + (f", + {s['extra_train']}" if s.get("extra_train") else "")
+                  + (f", from {s['init_from']}" if s.get("init_from") else ""))
+        epochs = f"{s['epochs_done']}/{s['epochs']}{'' if s['done'] else ' (running)'}"
+        lines.append(f"| {s['stage']} | {recipe} | {epochs} | "
+                     f"{s['best_epoch']} | {s['cpu_hours_estimate']:.2f} | {c['val_dice_tumor']:.4f} | "
+                     f"{c['val_healthy_fp_rate']:.1%} of {c['n_val_healthy']} | "
+                     f"{_fmt(sh)} | {_fmt(av)} | {'yes' if s['beats_shipped'] else 'no'} |")
+    lines += ["", f"![learning curves]({REPORT}_curves.png)", "",
+              "Curves: validation tumor Dice at threshold 0.5 without flip or clean-up (what training selects on) and "
+              "training loss, per epoch, from each run's trainer state."]
+    if speed:
+        ms = speed["ms"]
+        lines += ["", "## One-slice inference time (same run, same runtime)", "",
+                  f"`Segmenter.segment` on {speed['input']}, torch {speed['precision']}, "
+                  f"{speed['hardware'].get('cpu')}, {speed['hardware'].get('threads')} threads, {speed['measured']}: "
+                  f"shipped {ms['shipped']['p50_ms']} ms, "
+                  f"candidate {ms['candidate']['p50_ms']} ms p50 = **{speed['ratio']:.2f}x** "
+                  f"(limit {SPEED_LIMIT:.0f}x: {'met' if speed['within_limit'] else 'not met'})."]
+    lines += ["", "## BRISC 2025 test (eval.json)", "",
+              "| model | mean Dice per tumor slice | median | mean over all slices | pooled | by class | by size | "
+              "healthy masked |",
+              "|---|---|---|---|---|---|---|---|", _test_row(f"shipped ({SHIPPED.name})", shipped_ev)]
+    lines.append(_test_row(f"candidate ({candidate.name})", cand_ev) if cand_ev else
+                 "| candidate | not scored on test: no stage has beaten the shipped model on validation "
+                 "|  |  |  |  |  |  |")
+    (out / f"{REPORT}.md").write_text("\n".join(lines) + "\n")
+
+
+def _fmt(tuned: dict | None) -> str:
+    return f"{tuned['val_dice_tumor']:.4f}" if tuned else "-"
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m tumorlens.bench.segmenter_campaign", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("score", "speed", "report"))
+    p.add_argument("paths", nargs="*", type=Path, help="score: run dirs; speed: the candidate folder")
+    p.add_argument("--candidate", type=Path, default=None, help="report: the released candidate folder")
+    p.add_argument("--runs", type=Path, nargs="*", default=[], help="report: the stages' run dirs")
+    p.add_argument("--out", type=Path, default=Path("benchmarks"))
+    args = p.parse_args(argv)
+    if args.command == "score":
+        for run_dir in args.paths:
+            print(json.dumps({k: v for k, v in score_stage(run_dir).items() if k != "curve"}, indent=1))
+    elif args.command == "speed":
+        speed = measure_speed(args.paths[0])
+        (args.out / f"{REPORT}_speed.json").write_text(json.dumps(speed, indent=1) + "\n")
+        print(json.dumps(speed, indent=1))
+    else:
+        stages = [json.loads((r / SCORE_NAME).read_text()) for r in args.runs]
+        speed_path = args.out / f"{REPORT}_speed.json"
+        speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
+        write_report(stages, speed, args.candidate, args.out)
+        print((args.out / f"{REPORT}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
