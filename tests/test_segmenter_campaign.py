@@ -46,3 +46,13 @@ def test_report_says_which_stage_ships_and_reads_the_test_scores(tmp_path):
     assert "| candidate (candidate) | 0.8912 | 0.9401 |" in md and "not scored on test" not in md
     assert json.loads((tmp_path / "with" / "segmenter_v3.json").read_text())["candidate"] == str(candidate)
     shutil.rmtree(candidate)
+
+
+def test_cpu_hours_follow_each_starts_threads(tmp_path):
+    log = tmp_path / "log.jsonl"
+    events = [("2026-12-03T04:00:00", "start", 1), ("2026-12-03T05:00:00", "epoch", None),
+              ("2026-12-03T06:00:00", "start", 2), ("2026-12-03T06:30:00", "epoch", None),
+              ("2026-12-03T07:00:00", "epoch", None)]
+    log.write_text("\n".join(json.dumps({"time": t, "event": e, **({"hardware": {"threads": n}} if n else {})})
+                             for t, e, n in events) + "\n")
+    assert campaign.logged_cpu_hours(log) == 1.0 * 1 + 1.0 * 2

@@ -41,6 +41,25 @@ def _tuned(probs, val) -> dict:
                               "n_val_tumor", "n_val_healthy")}
 
 
+def logged_cpu_hours(log: Path) -> float:
+    """CPU-hours the run's log shows: each start (resumes may use other thread counts) to its last logged
+    event, x that start's threads. Work after the last epoch of a stopped start is not counted."""
+    from datetime import datetime
+    total, start, last, threads = 0.0, None, None, 1
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        t = datetime.fromisoformat(event["time"])
+        if event["event"] == "start":
+            if start is not None:
+                total += (last - start).total_seconds() * threads
+            start, last, threads = t, t, event.get("hardware", {}).get("threads", 1)
+        elif start is not None:
+            last = t
+    if start is not None:
+        total += (last - start).total_seconds() * threads
+    return round(total / 3600, 2)
+
+
 def score_stage(run_dir: Path, shipped: Path = SHIPPED) -> dict:
     """The stage's best checkpoint, the shipped model and their average, tuned on the same validation slices."""
     import torch
@@ -58,14 +77,12 @@ def score_stage(run_dir: Path, shipped: Path = SHIPPED) -> dict:
     images = list(val["images"])
     p_new = new.probabilities(images)
     p_old = p_new if new.pre.size != old.pre.size else old.probabilities(images)
-    threads = spec["schedule"].get("num_threads") or 1
     score = {
         "stage": run_dir.name, "run_dir": str(run_dir), "setup": spec["setup"], "init_from": spec.get("init_from"),
         "extra_train": spec["data"].get("extra_train"), "epochs": spec["schedule"]["epochs"],
         "epochs_done": state["epoch"], "done": state.get("done", False), "best_epoch": state["best_epoch"],
         "train_seconds": round(state["train_seconds"], 1),
-        # threads changed between resumes; the recorded count is the last start's: an estimate
-        "cpu_hours_estimate": round(state["train_seconds"] * threads / 3600, 2), "threads_last_start": threads,
+        "cpu_hours_estimate": logged_cpu_hours(run_dir / "log.jsonl"),
         "candidate": _tuned(p_new, val), "scored": time.strftime("%Y-%m-%d %H:%M"),
         "curve": [{k: r.get(k) for k in ("epoch", "train_loss", "score", "val_dice_tumor", "val_healthy_fp_rate")}
                   for r in state["history"]],
