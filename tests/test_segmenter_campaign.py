@@ -56,3 +56,22 @@ def test_cpu_hours_follow_each_starts_threads(tmp_path):
     log.write_text("\n".join(json.dumps({"time": t, "event": e, **({"hardware": {"threads": n}} if n else {})})
                              for t, e, n in events) + "\n")
     assert campaign.logged_cpu_hours(log) == 1.0 * 1 + 1.0 * 2
+
+
+def test_per_slice_dice_is_what_tuning_averages_and_the_bootstrap_brackets_it():
+    import numpy as np
+    from tumorlens.postprocess import tune_postprocess
+    rng = np.random.default_rng(1)
+    truths = [np.zeros((64, 64), bool) for _ in range(12)]
+    for k, t in enumerate(truths[:9]):
+        t[10 + k:30 + k, 12:34] = True
+    probs = [np.clip(t * 0.8 + rng.random(t.shape) * 0.45, 0, 1).astype(np.float32) for t in truths]
+    tuned = tune_postprocess(probs, truths)
+    per_slice = campaign.tumor_slice_dice(probs, truths, tuned)
+    assert len(per_slice) == 9 and abs(per_slice.mean() - tuned["val_dice_tumor"]) < 1e-9
+    same = campaign.paired_bootstrap(per_slice, per_slice)
+    assert same["mean_difference"] == 0 and same["ci95"] == [0, 0]
+    better = campaign.paired_bootstrap(per_slice + 0.01, per_slice)
+    assert better["ci95"][0] > 0 and better["mean_difference"] == 0.01
+    noisy = campaign.paired_bootstrap(per_slice + rng.normal(0, 0.1, 9), per_slice)
+    assert noisy["ci95"][0] < noisy["mean_difference"] < noisy["ci95"][1]

@@ -14,13 +14,17 @@ shipped segmenter by the rule that ships models, with the learning curves drawn 
   fastest round: the issue allows the candidate at most 2x the shipped time.
 - report: the stages' scores and curves, and, when the candidate folder holds an eval.json, its BRISC test
   scores beside the shipped one's (the three Dice definitions, by class, plane and size, healthy slices).
-A stage ships only if its tuned validation Dice beats the shipped model's."""
+A stage ships only if its tuned validation Dice beats the shipped model's beyond the validation split's
+noise: the 95 % paired-bootstrap interval of the per-tumor-slice Dice difference (each model at its own
+tuned settings, the same slices resampled together) lies above 0."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ..models import EVAL_NAME
 from ..paths import MODELS_DIR
@@ -29,6 +33,7 @@ from ..registry import BRISC_SEGMENTER
 SHIPPED = MODELS_DIR / BRISC_SEGMENTER
 SCORE_NAME = "campaign_score.json"
 SPEED_ROUNDS = 3
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0
 SPEED_LIMIT = 2.0  # the candidate's one-slice time may be at most this multiple of the shipped one's
 REPORT = "segmenter_v3"
 
@@ -39,6 +44,30 @@ def _tuned(probs, val) -> dict:
     t = tune_postprocess(probs, val["masks"], patients=patient_ids(val))
     return {k: t[k] for k in ("val_dice_tumor", "val_healthy_fp_rate", "threshold", "min_component_fraction",
                               "n_val_tumor", "n_val_healthy")}
+
+
+def tumor_slice_dice(probs, truths, tuned: dict) -> np.ndarray:
+    """Per-slice Dice on the tumor slices, at the tuned threshold and clean-up (as `tune_postprocess` scores)."""
+    from ..metrics import dice
+    from ..postprocess import clean_mask
+    out = []
+    for prob, truth in zip(probs, truths):
+        truth = np.asarray(truth, bool)
+        if truth.any():
+            pred = clean_mask(prob >= tuned["threshold"], max(1, int(tuned["min_component_fraction"] * prob.size)))
+            out.append(dice(pred, truth))
+    return np.asarray(out)
+
+
+def paired_bootstrap(new: np.ndarray, old: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> dict:
+    """Mean of `new - old` (paired per slice) and its 95 % bootstrap interval."""
+    diff = np.asarray(new, float) - np.asarray(old, float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean_difference": round(float(diff.mean()), 5), "ci95": [round(float(low), 5), round(float(high), 5)],
+            "n_slices": int(len(diff)), "resamples": resamples}
 
 
 def logged_cpu_hours(log: Path) -> float:
@@ -90,8 +119,9 @@ def score_stage(run_dir: Path, shipped: Path = SHIPPED) -> dict:
     if new.pre.size == old.pre.size:
         score["shipped"] = _tuned(p_old, val)
         score["average_with_shipped"] = _tuned([(a + b) / 2 for a, b in zip(p_new, p_old)], val)
-    score["beats_shipped"] = bool(score.get("shipped")) and \
-        score["candidate"]["val_dice_tumor"] > score["shipped"]["val_dice_tumor"]
+        score["versus_shipped"] = paired_bootstrap(tumor_slice_dice(p_new, val["masks"], score["candidate"]),
+                                                   tumor_slice_dice(p_old, val["masks"], score["shipped"]))
+    score["beats_shipped"] = bool(score.get("versus_shipped")) and score["versus_shipped"]["ci95"][0] > 0
     (run_dir / SCORE_NAME).write_text(json.dumps(score, indent=1) + "\n")
     return score
 
@@ -144,7 +174,8 @@ def write_report(stages: list[dict], speed: dict | None, candidate: Path | None,
     lines = ["# Segmentation v3: the ablation winner trained on", "", __doc__.split("\n\n")[0].replace("\n", " "), "",
              "## Validation (BRISC 2025 validation split, the shipping rule)", "",
              "| stage | recipe | epochs | best epoch | CPU-hours (est.) | val tumor Dice | healthy masked | "
-             "shipped, same slices | average of both | ships? |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "shipped, same slices | difference (95 % interval) | average of both | ships? |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in stages:
         c, sh, av = s["candidate"], s.get("shipped"), s.get("average_with_shipped")
         recipe = (f"{s['setup']['encoder']} {s['setup']['decoder']}, {s['setup']['crop']} px crops of "
@@ -154,7 +185,8 @@ def write_report(stages: list[dict], speed: dict | None, candidate: Path | None,
         lines.append(f"| {s['stage']} | {recipe} | {epochs} | "
                      f"{s['best_epoch']} | {s['cpu_hours_estimate']:.2f} | {c['val_dice_tumor']:.4f} | "
                      f"{c['val_healthy_fp_rate']:.1%} of {c['n_val_healthy']} | "
-                     f"{_fmt(sh)} | {_fmt(av)} | {'yes' if s['beats_shipped'] else 'no'} |")
+                     f"{_fmt(sh)} | {_difference(s.get('versus_shipped'))} | {_fmt(av)} | "
+                     f"{'yes' if s['beats_shipped'] else 'no'} |")
     lines += ["", f"![learning curves]({REPORT}_curves.png)", "",
               "Curves: validation tumor Dice at threshold 0.5 without flip or clean-up (what training selects on) and "
               "training loss, per epoch, from each run's trainer state."]
@@ -174,6 +206,13 @@ def write_report(stages: list[dict], speed: dict | None, candidate: Path | None,
                  "| candidate | not scored on test: no stage has beaten the shipped model on validation "
                  "|  |  |  |  |  |  |")
     (out / f"{REPORT}.md").write_text("\n".join(lines) + "\n")
+
+
+def _difference(versus: dict | None) -> str:
+    if not versus:
+        return "-"
+    low, high = versus["ci95"]
+    return f"{versus['mean_difference']:+.4f} ({low:+.4f} to {high:+.4f})"
 
 
 def _fmt(tuned: dict | None) -> str:
