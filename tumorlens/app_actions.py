@@ -139,6 +139,9 @@ def analyze_result(pipeline: Pipeline | None, request: Request, progress=None,
         raise _error("Cannot analyze this image: it needs more memory than this server has.") from exc
 
 
+PAGE_OUTPUTS = ("overlay", "mask", "heatmap", "uncertainty", "class probabilities", "verdict", "size")
+
+
 def page_outputs(result: ScanResult):
     """(overlay, mask, heatmap, uncertainty, class probabilities, verdict, size) of `result`, as the page
     shows them: the maps with their colour bars; a refused upload shows only itself (no maps, no type)."""

@@ -109,6 +109,7 @@ def _run_case(case: str, file: str, whole_volume: bool, slice_index: int) -> dic
     """In this process: load the models, warm them up, then inspect + analyze `file` as the app does."""
     import gradio as gr
     from tumorlens.app import Request, analyze_for_ui, inspect_for_ui
+    from tumorlens.app_actions import PAGE_OUTPUTS
     pipeline = _pipeline()
     if pipeline is not None:  # warm up: the first call pays for lazy initialisation
         pipeline.analyze(np.zeros((64, 64, 3), np.uint8))
@@ -120,7 +121,8 @@ def _run_case(case: str, file: str, whole_volume: bool, slice_index: int) -> dic
         inspect_for_ui(file)
         if pipeline is not None:
             result = analyze_for_ui(pipeline, Request(file, None, None, slice_index, whole_volume))
-            out["outcome"] = "answered: " + result[4].splitlines()[0].lstrip("# ")
+            verdict = result[PAGE_OUTPUTS.index("verdict")]
+            out["outcome"] = "answered: " + verdict.splitlines()[0].lstrip("# ")
         else:
             out["outcome"] = "inspected (no model here)"
     except gr.Error as exc:
@@ -167,6 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--slice-index", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--clean", help=argparse.SUPPRESS)
     p.add_argument("--skip-edges", action="store_true", help="leave out the two at-the-limit cases (the slowest)")
+    p.add_argument("--out", type=Path, default=None, help="also write request_budget.md into this folder")
     args = p.parse_args(argv)
     if args.case == "nan":
         print(json.dumps(_nan_case(args.clean, args.file)))
@@ -191,19 +194,30 @@ def main(argv=None) -> int:
             cases += [(f"png_{side}px_16bit_at_limit", edge_png, True, -1),
                       (f"volume_{APP_BUDGET.max_volume_slices}_whole_at_limit",
                        write_long_nifti(d / "cap.nii.gz", APP_BUDGET.max_volume_slices), True, -1)]
-        print(f"{'case':34} {'size':>9} {'wall s':>7} {'RSS loaded':>10} {'peak RSS':>9}  outcome")
+        lines = [f"{'case':34} {'size':>9} {'wall s':>7} {'RSS loaded':>10} {'peak RSS':>9}  outcome"]
+        print(lines[0])
         for name, path, whole, index in cases:
             r = _subprocess(["--case", name, "--file", str(path), "--slice-index", str(index)]
                             + (["--whole-volume"] if whole else []))
             if "error" in r:
-                print(f"{name:34} ERROR {r['error']}")
-                continue
-            size = f"{path.stat().st_size / 1024:,.0f} KB"
-            print(f"{name:34} {size:>9} {r['wall_s']:>7.2f} {r['rss_loaded_mb']:>7} MB {r['peak_mb']:>6} MB  "
-                  f"{r['outcome'][:160]}")
+                lines.append(f"{name:34} ERROR {r['error']}")
+            else:
+                size = f"{path.stat().st_size / 1024:,.0f} KB"
+                lines.append(f"{name:34} {size:>9} {r['wall_s']:>7.2f} {r['rss_loaded_mb']:>7} MB "
+                             f"{r['peak_mb']:>6} MB  {r['outcome'][:160]}")
+            print(lines[-1])
         clean, dirty = write_nan_tiffs(d)
         r = _subprocess(["--case", "nan", "--clean", str(clean), "--file", str(dirty)])
-        print("nan_inf_tiff: " + json.dumps(r))
+        lines.append("nan_inf_tiff: " + json.dumps(r))
+        print(lines[-1])
+    if args.out is not None:
+        load = os.getloadavg()[0]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "request_budget.md").write_text(
+            "# What one web request costs\n\n" + __doc__.split("\n\n", 1)[1] + "\n\n"
+            f"`python -m tumorlens.bench.request_budget --out {args.out}`, {time.strftime('%Y-%m-%d %H:%M')}, "
+            f"{os.cpu_count()} cores, load average at the end {load:.2f} (wall seconds stretch on a busy machine; "
+            "peak memory does not).\n\n```\n" + "\n".join(lines) + "\n```\n")
     return 0
 
 
