@@ -322,7 +322,11 @@ def test_publish_pushes_each_model_to_owner_with_its_card_naming_that_repo(fake_
     assert space["space_config"]["seg_model"] == f"someone/{BRISC_SEGMENTER}"
     assert space["space_config"]["cls_model"] == f"someone/{BRISC_CLASSIFIER}"
     assert f"someone/{LGG_SEGMENTER}" in space["space_config"]["segmenters"].values()
-    assert not any(f.endswith((".safetensors", ".png", ".jpg")) for f in space["files"])
+    # no weights and no data, except the committed CC BY 4.0 example slices their README lists
+    from tumorlens.examples import committed_examples
+    examples = sorted(f"examples/{Path(e.path).name}" for e in committed_examples())
+    assert sorted(f for f in space["files"] if f.startswith("examples/") and f != "examples/README.md") == examples
+    assert not any(f.endswith((".safetensors", ".png", ".jpg")) for f in space["files"] if not f.startswith("examples/"))
     created = {c["repo_id"]: c for c in fake_hub if c["call"] == "create_repo"}
     assert created["someone/tumorlens"]["repo_type"] == "space" and created["someone/tumorlens"]["space_sdk"] == "gradio"
 
