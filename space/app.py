@@ -20,11 +20,10 @@ from pathlib import Path
 
 import torch
 
-from tumorlens.app import build_demo, concurrency_limit, launch_options
+from tumorlens.app import build_demo, concurrency_limit, launch_options, threads_per_call
 from tumorlens.data.lgg import NAME as LGG_DATASET
 from tumorlens.errors import TumorLensError
 from tumorlens.examples import example_paths, lgg_example_paths, other_committed_examples
-from tumorlens.hardware import worker_threads
 from tumorlens.inference import Pipeline
 from tumorlens.model_record import read_record
 from tumorlens.scope_gate import load_gate
@@ -62,8 +61,7 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = p.parse_args(argv)
     # before the models load: more threads than cores per concurrent call oversubscribes a Space's 2 vCPUs
-    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or worker_threads(concurrency_limit())
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(max(1, args.threads or threads_per_call()))
     log.info("%d torch thread(s) per model call, %d call(s) at once", torch.get_num_threads(), concurrency_limit())
     # the menu's default: --seg-model, under its own name (brisc2025 unless it names another)
     default = segmenter_name(args.seg_model) or DEFAULT_SEGMENTER

@@ -52,6 +52,7 @@ from .app_actions import (DOWNLOADS, NO_TUMOR_TYPE_NOTE, TUMOR_TYPE_LABEL, PageS
 from .app_gallery import example_gallery
 from .app_results import results_tab
 from .examples import example_label
+from .hardware import worker_threads
 from .inference import Pipeline, Segmenter
 from .medical_io import MAX_UPLOAD_BYTES
 from .registry import DEFAULT_SEGMENTER, available_segmenters, resolve_model
@@ -86,6 +87,12 @@ class OneOrMoreFiles(ListFiles):
 
 def concurrency_limit() -> int:
     return max(1, int(os.environ.get(CONCURRENCY_ENV, DEFAULT_CONCURRENCY)))
+
+
+def threads_per_call(concurrency: int | None = None) -> int:
+    """Torch threads per model call: $OMP_NUM_THREADS, else the usable cores shared out among the
+    `concurrency` (default `concurrency_limit()`) calls that run at once, so they do not oversubscribe."""
+    return max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or worker_threads(concurrency or concurrency_limit()))
 
 
 def launch_options() -> dict:

@@ -136,7 +136,7 @@ def measure_speed(runs: int = 60) -> dict:
     import torch
     from ..hardware import default_threads, hardware_summary, pick_precision
     from ..models import build_segmenter
-    from .latency import time_call
+    from .latency import fastest_of_rounds
     torch.set_num_threads(default_threads())
     precision = pick_precision("auto", "cpu")
     x = torch.randn(1, 3, 256, 256).contiguous(memory_format=torch.channels_last)
@@ -148,11 +148,8 @@ def measure_speed(runs: int = 60) -> dict:
     def forward(model):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             model(x)
-    # arms interleaved over rounds, each arm's best round kept: the first arm timed alone ran 2x slow
-    # (clock ramp-up, allocator warm-up), the same architecture later in the run did not
-    rounds = [{name: time_call(lambda m=m: forward(m), max(1, runs // SPEED_ROUNDS)) for name, m in models.items()}
-              for _ in range(SPEED_ROUNDS)]
-    rows = {name: {**min((r[name] for r in rounds), key=lambda t: t["p50_ms"]), "rounds": SPEED_ROUNDS,
+    fastest = fastest_of_rounds({name: (lambda m=m: forward(m)) for name, m in models.items()}, runs, SPEED_ROUNDS)
+    rows = {name: {**fastest[name], "rounds": SPEED_ROUNDS,
                    "params_m": round(sum(p.numel() for p in m.parameters()) / 1e6, 2)} for name, m in models.items()}
     return {"precision": precision, "hardware": hardware_summary("cpu"), "input": "1 x 3 x 256 x 256", "arms": rows,
             "measured": time.strftime("%Y-%m-%d")}

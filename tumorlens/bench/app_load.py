@@ -308,12 +308,11 @@ def run(out: Path, *, requests: int = 30, clients: int = 20, per_client: int = 5
     from ..paths import data_home
     from ..registry import default_model
     from . import app_profile
-    from ..app import concurrency_limit
-    from ..hardware import worker_threads
+    from ..app import concurrency_limit, threads_per_call
     machine = machine_state()  # before this process loads anything
     # the server's thread count (space/app.py's default unless given), here too: the same runtime
     # choice and precision, so the same masks
-    threads = threads if threads is not None else worker_threads(concurrency or concurrency_limit())
+    threads = threads if threads is not None else threads_per_call(concurrency)
     torch.set_num_threads(threads)
     seg, cls = default_model("segmenter"), default_model("classifier")
     if not seg or not cls:

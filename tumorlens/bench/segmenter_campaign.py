@@ -134,14 +134,12 @@ def measure_speed(candidate: Path, shipped: Path = SHIPPED, runs: int = 30) -> d
     from ..paths import data_home
     from ..preprocess import decode_image
     from .app_load import pick_slices
-    from .latency import time_call
+    from .latency import fastest_of_rounds
     torch.set_num_threads(default_threads())
     rgb = decode_image(str(pick_slices(data_home(), 1)[0]))
     models = {"shipped": Segmenter.from_pretrained(shipped, runtime="torch"),
               "candidate": Segmenter.from_pretrained(candidate, runtime="torch")}
-    rounds = [{n: time_call(lambda m=m: m.segment(rgb), max(1, runs // SPEED_ROUNDS)) for n, m in models.items()}
-              for _ in range(SPEED_ROUNDS)]
-    rows = {n: min((r[n] for r in rounds), key=lambda t: t["p50_ms"]) for n in models}
+    rows = fastest_of_rounds({n: (lambda m=m: m.segment(rgb)) for n, m in models.items()}, runs, SPEED_ROUNDS)
     ratio = rows["candidate"]["p50_ms"] / rows["shipped"]["p50_ms"]
     return {"folders": {"shipped": str(shipped), "candidate": str(candidate)}, "ms": rows,
             "ratio": round(ratio, 3), "within_limit": ratio <= SPEED_LIMIT, "runtime": "torch",
