@@ -31,8 +31,9 @@ def candidates() -> list[tuple[str, str]]:
 
 def cache_key(model_key: str, size: int) -> str:
     import onnxruntime
+    from .runtime import ORT_SPINNING
     return (f"{model_key}|{size}px|threads {torch.get_num_threads()}|{cpu_model()}|torch {torch.__version__}"
-            f"|onnxruntime {onnxruntime.__version__}")
+            f"|onnxruntime {onnxruntime.__version__} spinning {ORT_SPINNING}")
 
 
 HOPELESS = 3.0  # a candidate whose first timed pass is this many times the best so far stops there

@@ -21,6 +21,7 @@ from ..paths import PROJECT_ROOT
 
 READY_TIMEOUT_S = 300       # model loading, and a first runtime measurement on a new machine
 BUSY_SHARE = 0.3            # a process using this share of one core counts as a heavy one
+BUSY_MACHINE_SHARE = 0.25   # the machine is busy when this share of all its CPU time was in use
 
 
 def free_port() -> int:
@@ -126,12 +127,32 @@ def _cpu_ticks() -> dict[int, tuple[int, str]]:
     return out
 
 
-def busy_processes(interval: float = 1.0, share: float = BUSY_SHARE) -> list[dict]:
-    """Processes that used at least `share` of a core over `interval` seconds (this one excluded)."""
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all CPUs so far (/proc/stat), None where it cannot be read."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def cpu_busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of all CPU time that was busy between two `_cpu_times()` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def busy_processes(interval: float = 1.0, share: float = BUSY_SHARE, stats: dict | None = None) -> list[dict]:
+    """Processes that used at least `share` of a core over `interval` seconds (this one excluded);
+    `stats` (if given) gets the machine's busy CPU share over the same interval."""
     hz = os.sysconf("SC_CLK_TCK")
-    before = _cpu_ticks()
+    before, cpu_before = _cpu_ticks(), _cpu_times()
     time.sleep(interval)
     after = _cpu_ticks()
+    if stats is not None:
+        stats["cpu_busy_share"] = cpu_busy_share(cpu_before, _cpu_times())
     busy = []
     for pid, (ticks, cmd) in after.items():
         used = (ticks - before.get(pid, (ticks, ""))[0]) / hz / interval
@@ -147,7 +168,13 @@ def machine_state() -> dict:
         hardware = hardware_summary()
     except ImportError:
         hardware = {}
-    busy = busy_processes()
+    stats: dict = {}
+    busy = busy_processes(stats=stats)
     load = os.getloadavg()
+    share = stats.get("cpu_busy_share")
+    # the CPU's own busy share over that second decides; the load average only where /proc/stat is
+    # missing (on these VMs it reads above 1 with both cores idle)
+    heavy = bool(busy) or (share >= BUSY_MACHINE_SHARE if share is not None else load[0] >= 0.5)
     return {"hardware": hardware, "cores": os.cpu_count(), "load_average_before": [round(x, 2) for x in load],
-            "busy_processes_before": busy, "another_heavy_process": bool(busy) or load[0] >= 0.5}
+            "cpu_busy_share_before": None if share is None else round(share, 3),
+            "busy_processes_before": busy, "another_heavy_process": heavy}
