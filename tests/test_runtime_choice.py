@@ -66,3 +66,12 @@ def test_a_real_measurement_times_every_candidate_and_keeps_the_result(cache_dir
     assert set(seconds) == {f"{r}/{p}" for r, p in runtime_choice.candidates()}
     assert all(v > 0 for v in seconds.values())
     assert seconds[f"{choice[0]}/{choice[1]}"] == min(seconds.values())
+
+
+def test_onnx_pools_do_not_spin_and_the_choice_cache_says_so(cache_dir):
+    """A spinning ONNX pool holds a core the next model needs (155 vs 85 ms per request on 2 cores):
+    sessions sleep, and a choice measured with spinning pools (an older key) is not reused."""
+    runner = Runner(_tiny(), 64, kind="segmenter", cache_key="seg-spin", runtime="onnx", precision="fp32")
+    options = runner.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert runtime_choice.cache_key("seg-spin", 64).endswith("spinning 0")
