@@ -125,7 +125,8 @@ def test_a_gate_fitted_on_synthetic_slices_passes_them_and_refuses_the_rest(tmp_
 
 
 def test_the_training_negative_pool_is_disjoint_from_the_test_set():
-    from tumorlens.bench.out_of_scope import near_duplicates, out_of_scope_images, training_negatives
+    from tumorlens.bench.out_of_scope import out_of_scope_images
+    from tumorlens.bench.scope_negatives import near_duplicates, training_negatives
     test, pool = out_of_scope_images(), training_negatives()
     assert len(pool) >= 300 and all(name.startswith("train/") for name, _ in pool)
     assert not {n for n, _ in pool} & {n for n, _ in test}

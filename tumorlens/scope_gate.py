@@ -15,7 +15,7 @@ feature ensemble, plus image statistics), on the upload letterboxed to GATE_SIZE
    black padding or a small rotation, as non-square or tightly cropped uploads have);
 3. a logistic regression on the log distances (weights constrained to be <= 0: further from the
    training slices never looks more in scope), fitted on training slices (positives) against the
-   training-negative pool of tumorlens.bench.out_of_scope (never the held-out test set);
+   training-negative pool of tumorlens.bench.scope_negatives (never the held-out test set);
 4. the score is the regression's probability (0 for an image of at most two distinct colours: blank,
    a flat colour, a binary mask; no MR slice is); the threshold refuses at most `max_refused` (1 %)
    of EACH dataset's validation slices (`calibrate_threshold`).

@@ -17,12 +17,10 @@ the command that reruns it. The runner calls the typed recipe directly."""
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from ..paths import MODELS_DIR, runs_dir
 from ..registry import BRISC_CLASSIFIER

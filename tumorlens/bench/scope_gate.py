@@ -14,7 +14,7 @@ Data, each named (nothing is fitted or calibrated on a test split or on the held
   LGG: the recorded patient-wise training split;
 - validation slices the threshold is calibrated on (at most --max-refused of EACH refused): the
   validation splits those same calls carve (BRISC 501, Figshare 265, LGG 409 slices);
-- negatives: `training_negatives()` of tumorlens.bench.out_of_scope, disjoint from the test set;
+- negatives: `training_negatives()` of tumorlens.bench.scope_negatives, disjoint from the test set;
 - the benchmark's out-of-scope set: `out_of_scope_images()` (held out: only measured);
 - reported besides, never fitted on: each dataset's test split (BRISC classification_task/test,
   Figshare fold 1, LGG's recorded test split), LGG's FLAIR channel alone, non-square BRISC slices, and
@@ -61,7 +61,7 @@ def fit_gate(classifier: str, *, data_home: Path | None = None, n_fit: int = 200
              limit: int | None = None) -> GateModel:
     """Fit the gate on the data the module docstring names and save it to `out` (default: the classifier
     folder). `limit`: a smoke run on that many slices per split (never the shipped gate)."""
-    from ..bench.out_of_scope import training_negatives
+    from .scope_negatives import training_negatives
     t0 = time.time()
     extractor = backbone_features(classifier)
     rng = np.random.default_rng(seed)
@@ -109,7 +109,7 @@ def fit_gate(classifier: str, *, data_home: Path | None = None, n_fit: int = 200
         "positives": {"counts": counts, "seed": seed, "augmentation": AUGMENT,
                       "use": "60 % of each dataset's sampled training slices (each with its augmented view) fit the "
                              "Gaussians, the other 40 % (with theirs) the regression"},
-        "negatives": {"data": "tumorlens.bench.out_of_scope.training_negatives() (the training-negative pool; "
+        "negatives": {"data": "tumorlens.bench.scope_negatives.training_negatives() (the training-negative pool; "
                               "disjoint from out_of_scope_images(), the held-out test set)",
                       "count": len(pool), "by_source": dict(sorted(families.items()))},
         "calibration": {"rule": f"at most {max_refused:.1%} of EACH dataset's validation slices refused: per dataset, halfway "
@@ -181,7 +181,8 @@ def run_benchmark(classifier: str, *, data_home: Path | None = None, out: Path |
     `limit`: a smoke run on that many slices per split (its rates mean nothing)."""
     import torch
 
-    from ..bench.out_of_scope import out_of_scope_images, training_negatives
+    from .out_of_scope import out_of_scope_images
+    from .scope_negatives import training_negatives
     torch.set_num_threads(1)  # as the app's workers do; two threads beside another job only slow both
     gate = ScopeGate.from_pretrained(classifier)
     thr = gate.threshold
