@@ -34,6 +34,10 @@ def test_report_says_which_stage_ships_and_reads_the_test_scores(tmp_path):
     assert rows["worse"].rstrip().endswith("| no |") and "24/30 (running)" in rows["worse"]
     assert "**1.25x** (limit 2x: met)" in md and "not scored on test" in md
     assert (tmp_path / "segmenter_v3_curves.png").stat().st_size > 0
+    assert "stages long 4.50, worse 4.50 = **9.00 CPU-hours**" in md  # no ablation.json beside it here
+    (tmp_path / "ablation.json").write_text(json.dumps({"arms": [{"cpu_hours": 1.25}, {"cpu_hours": 0.5}]}))
+    assert campaign.compute_line([stage("long", 0.8751, 0.8731)], tmp_path / "ablation.json").endswith(
+        "ablation 1.75 CPU-hours (2 arms, ablation.json) + stages long 4.50 = **6.25 CPU-hours**.")
     shipped = json.loads((campaign.SHIPPED / "eval.json").read_text())
     assert f"| {shipped['dice_mean']:.4f} | {shipped['dice_median']:.4f} |" in md
 

@@ -5,8 +5,8 @@ shipped segmenter by the rule that ships models, with the learning curves drawn 
     python -m tumorlens.bench.segmenter_campaign speed CANDIDATE              # ms per slice, both, one run
     python -m tumorlens.bench.segmenter_campaign report [--candidate FOLDER]  # benchmarks/segmenter_v3.*
 
-- score: each stage's best checkpoint (RUN_DIR/best) and the shipped segmenter on the same BRISC 2025
-  validation slices, each tuned by `tumorlens.postprocess.tune_postprocess` (hflip TTA, the best tumor-slice
+- score: each stage's best checkpoint (RUN_DIR/best) and the shipped segmenter for the run's dataset
+  (BRISC 2025 or LGG) on the same validation slices of that dataset, each tuned by `tumorlens.postprocess.tune_postprocess` (hflip TTA, the best tumor-slice
   Dice with at most 2 % of healthy slices given a >= 50 px mask), plus the average of the two probability
   maps, for the record; written to RUN_DIR/campaign_score.json with the run's learning curve and CPU-hours.
 - speed: one real 512 px slice through `Segmenter.segment` (letterbox, both flips, clean-up) for the shipped
@@ -28,9 +28,10 @@ import numpy as np
 
 from ..models import EVAL_NAME
 from ..paths import MODELS_DIR
-from ..registry import BRISC_SEGMENTER
+from ..registry import BRISC_SEGMENTER, LGG_SEGMENTER
 
 SHIPPED = MODELS_DIR / BRISC_SEGMENTER
+SHIPPED_BY_DATASET = {"brisc2025": SHIPPED, "lgg": MODELS_DIR / LGG_SEGMENTER}  # what a stage is judged against
 SCORE_NAME = "campaign_score.json"
 SPEED_ROUNDS = 3
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0
@@ -89,8 +90,9 @@ def logged_cpu_hours(log: Path) -> float:
     return round(total / 3600, 2)
 
 
-def score_stage(run_dir: Path, shipped: Path = SHIPPED) -> dict:
-    """The stage's best checkpoint, the shipped model and their average, tuned on the same validation slices."""
+def score_stage(run_dir: Path, shipped: Path | None = None) -> dict:
+    """The stage's best checkpoint, the shipped model (default: the one for the run's dataset) and their
+    average, tuned on the same validation slices."""
     import torch
     from ..hardware import default_threads
     from ..inference import Segmenter
@@ -99,6 +101,8 @@ def score_stage(run_dir: Path, shipped: Path = SHIPPED) -> dict:
     torch.set_num_threads(default_threads())
     spec = json.loads((run_dir / "spec.json").read_text())
     state = json.loads((run_dir / "state" / "trainer_state.json").read_text())
+    dataset = spec["data"]["dataset"]
+    shipped = shipped or SHIPPED_BY_DATASET[dataset]
     new = Segmenter.from_pretrained(run_dir / "best", runtime="torch")
     old = Segmenter.from_pretrained(shipped, runtime="torch")
     data = DataSpec(**{k: v for k, v in spec["data"].items() if k in DataSpec.__dataclass_fields__})
@@ -107,7 +111,8 @@ def score_stage(run_dir: Path, shipped: Path = SHIPPED) -> dict:
     p_new = new.probabilities(images)
     p_old = p_new if new.pre.size != old.pre.size else old.probabilities(images)
     score = {
-        "stage": run_dir.name, "run_dir": str(run_dir), "setup": spec["setup"], "init_from": spec.get("init_from"),
+        "stage": run_dir.name, "run_dir": str(run_dir), "dataset": dataset, "shipped_folder": shipped.name,
+        "setup": spec["setup"], "init_from": spec.get("init_from"),
         "extra_train": spec["data"].get("extra_train"), "epochs": spec["schedule"]["epochs"],
         "epochs_done": state["epoch"], "done": state.get("done", False), "best_epoch": state["best_epoch"],
         "train_seconds": round(state["train_seconds"], 1),
@@ -170,21 +175,22 @@ def write_report(stages: list[dict], speed: dict | None, candidate: Path | None,
                         "candidate": (cand_ev or {}).get("dice_definitions")}}
     (out / f"{REPORT}.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = ["# Segmentation v3: the ablation winner trained on", "", __doc__.split("\n\n")[0].replace("\n", " "), "",
-             "## Validation (BRISC 2025 validation split, the shipping rule)", "",
-             "| stage | recipe | epochs | best epoch | CPU-hours (est.) | val tumor Dice | healthy masked | "
+             "## Validation (each stage's dataset, its validation split, the shipping rule)", "",
+             "| stage | dataset | recipe | epochs | best epoch | CPU-hours (est.) | val tumor Dice | healthy masked | "
              "shipped, same slices | difference (95 % interval) | average of both | ships? |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in stages:
         c, sh, av = s["candidate"], s.get("shipped"), s.get("average_with_shipped")
         recipe = (f"{s['setup']['encoder']} {s['setup']['decoder']}, {s['setup']['crop']} px crops of "
                   f"{s['setup']['input_size']} px" + (f", + {s['extra_train']}" if s.get("extra_train") else "")
                   + (f", from {s['init_from']}" if s.get("init_from") else ""))
         epochs = f"{s['epochs_done']}/{s['epochs']}{'' if s['done'] else ' (running)'}"
-        lines.append(f"| {s['stage']} | {recipe} | {epochs} | "
+        lines.append(f"| {s['stage']} | {s.get('dataset', 'brisc2025')} | {recipe} | {epochs} | "
                      f"{s['best_epoch']} | {s['cpu_hours_estimate']:.2f} | {c['val_dice_tumor']:.4f} | "
                      f"{c['val_healthy_fp_rate']:.1%} of {c['n_val_healthy']} | "
                      f"{_fmt(sh)} | {_difference(s.get('versus_shipped'))} | {_fmt(av)} | "
                      f"{'yes' if s['beats_shipped'] else 'no'} |")
+    lines += ["", compute_line(stages, out / "ablation.json")]
     lines += ["", f"![learning curves]({REPORT}_curves.png)", "",
               "Curves: validation tumor Dice at threshold 0.5 without flip or clean-up (what training selects on) and "
               "training loss, per epoch, from each run's trainer state."]
@@ -204,6 +210,16 @@ def write_report(stages: list[dict], speed: dict | None, candidate: Path | None,
                  "| candidate | not scored on test: no stage has beaten the shipped model on validation "
                  "|  |  |  |  |  |  |")
     (out / f"{REPORT}.md").write_text("\n".join(lines) + "\n")
+
+
+def compute_line(stages: list[dict], ablation_json: Path) -> str:
+    """CPU-hours spent on the issue's training: the ablation's arms (its benchmark) and each stage (its log)."""
+    arms = json.loads(ablation_json.read_text())["arms"] if ablation_json.is_file() else []
+    ablation = sum(a.get("cpu_hours") or 0 for a in arms)
+    per_stage = ", ".join(f"{s['stage']} {s['cpu_hours_estimate']:.2f}" for s in stages)
+    total = ablation + sum(s["cpu_hours_estimate"] for s in stages)
+    return (f"Training compute on this campaign: ablation {ablation:.2f} CPU-hours ({len(arms)} arms, "
+            f"{ablation_json.name}) + stages {per_stage or 'none'} = **{total:.2f} CPU-hours**.")
 
 
 def _difference(versus: dict | None) -> str:
