@@ -98,6 +98,24 @@ def test_goals_follow_the_issue():
     assert "| one request at a time (gradio_client defaults) | 30 |" in render_markdown(both)
 
 
+def test_load_rounds_are_each_reported_and_pooled_for_the_goals(monkeypatch):
+    seconds = iter([1.0, 2.0, 3.0, 4.0, 9.0, 10.0])  # three rounds of two requests
+
+    def one_round(*args):
+        calls = [{"seconds": next(seconds), "mismatch_px": 0, "error": None} for _ in range(2)]
+        return {**summarize_calls(calls, 1.5), "clients": 2, "per_client": 1, "calls": calls}
+    monkeypatch.setattr(app_load, "concurrent_requests", one_round)
+    load = app_load.load_rounds("url", [["a"], ["b"]], {}, "dir", 0.5, rounds=3)
+    assert [r["requests"] for r in load["rounds"]] == [2, 2, 2] and "calls" not in load["rounds"][0]
+    assert (load["requests"], load["p50_ms"], load["wall_s"]) == (6, 3500.0, 4.5)
+    result = _result()
+    result["load"] = load
+    rows = goals(result)
+    assert "(3 rounds pooled; worst round p95 9.950 s)" in rows[-1][0] and rows[-1][2] is False
+    text = render_markdown(result)
+    assert "| 2 clients x 1 slices, round 3 | 2 | 2 |" in text and "3 rounds pooled |" in text
+
+
 def test_the_report_names_a_busy_machine_and_every_table():
     text = render_markdown(_result())
     assert "Another heavy process was running" in text and "python train.py" in text and "busy machine" in text
@@ -193,11 +211,11 @@ def test_threads_per_model_call_share_out_the_cores(tmp_path):
 # -- the real app, a smoke run -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_smoke_run_against_the_real_app(data_home, tmp_path, capsys):
-    assert app_load.main(["--requests", "2", "--clients", "2", "--per-client", "1", "--out", str(tmp_path),
-                          "--data-root", str(data_home)]) == 0
+    assert app_load.main(["--requests", "2", "--clients", "2", "--per-client", "1", "--rounds", "2",
+                          "--out", str(tmp_path), "--data-root", str(data_home)]) == 0
     result = json.loads((tmp_path / "app_load.json").read_text())
-    for run in ("single", "single_defaults", "load"):
-        assert result[run]["answered"] == result[run]["requests"] == 2, result[run]["errors"]
+    for run, n in (("single", 2), ("single_defaults", 2), ("load", 4)):  # the load test's 2 rounds pooled
+        assert result[run]["answered"] == result[run]["requests"] == n, result[run]["errors"]
         assert result[run]["wrong_masks"] == 0, result[run]
         assert result[run]["p95_ms"] > 0
     assert result["load"]["clients"] == 2 and result["load"]["per_client"] == 1

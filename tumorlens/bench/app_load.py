@@ -5,10 +5,11 @@
 Starts the Space's app (`python space/app.py`, the shipped models, offline) as a server, then:
 - one request at a time: `--requests` sequential /analyze calls (gradio_client, upload to download)
   on different real 512 x 512 BRISC 2025 test slices: p50, p95, max; once with the client as we
-  advise API users to make it (one TLS context, `api_client`), once with gradio_client's defaults,
+  advise API users to make it (one TLS context), once with gradio_client's defaults,
   which build a new TLS context for every file sent or fetched (about 20 ms each, even over http://);
 - under load: `--clients` clients in threads, each sending `--per-client` different slices, all at
-  once: wall time, per-request p50 / p95, how many were answered;
+  once: wall time, per-request p50 / p95, how many were answered; `--rounds` times, each round
+  reported and all pooled for the goals;
 - every returned mask compared with the one the same models give in this process
   (`Pipeline.analyze(rgb).segmentation.mask`): mismatching pixels counted ("right masks": 0);
 - an in-process profile of one request's stages on the same slices (tumorlens.bench.app_profile).
@@ -33,6 +34,7 @@ from .app_server import AppServer, machine_state
 
 GOAL_SINGLE_P50_S = 0.3          # the issue's goal for one request alone (512 px slice)
 BEFORE_LOAD_P95_S = 11.2         # 20 x 5 p95 measured before the issue; the goal is at most half
+LOAD_ROUNDS = 3                  # the load test's rounds, pooled for the goals
 WARMUP_CALLS = 2                 # untimed calls first: lazy initialisation, the client's first upload
 SLICE_SIDE = 512
 SEED = 0
@@ -95,6 +97,9 @@ def goals(result: dict) -> list[tuple[str, str, bool | None]]:
             rows.append((f"one request alone ({client}): p50 <= {GOAL_SINGLE_P50_S} s", f"{_seconds(single['p50_ms'])} s",
                          None if single["p50_ms"] is None else single["p50_ms"] / 1000 <= GOAL_SINGLE_P50_S))
     cfg = f"{load['clients']} clients x {load['per_client']} slices"
+    if load.get("rounds"):
+        worst = max(r["p95_ms"] or 0 for r in load["rounds"])
+        cfg += f" ({len(load['rounds'])} rounds pooled; worst round p95 {_seconds(worst)} s)"
     all_answered = load["answered"] == load["requests"]
     rows.append((f"{cfg}: all answered", f"{load['answered']}/{load['requests']}", all_answered))
     rows.append((f"{cfg}: right masks (0 mismatching px)", f"{load['mismatch_px']:,} px in {load['wrong_masks']} masks",
@@ -129,8 +134,12 @@ def render_markdown(result: dict) -> str:
               "| run | requests | answered | wrong masks (px) | wall s | p50 s | p95 s | max s |",
               "|---|---|---|---|---|---|---|---|"]
     runs = [(f"one request at a time ({client})", result[key]) for key, client in SINGLE_RUNS if result.get(key)]
-    for name, r in runs + [(f"{result['load']['clients']} clients x {result['load']['per_client']} slices "
-                            f"({SINGLE_RUNS[0][1]} each)", result["load"])]:
+    load = result["load"]
+    cfg = f"{load['clients']} clients x {load['per_client']} slices"
+    rounds = load.get("rounds") or []
+    runs += [(f"{cfg}, round {i + 1}", r) for i, r in enumerate(rounds)]
+    runs.append((f"{cfg} ({SINGLE_RUNS[0][1]} each)" + (f", {len(rounds)} rounds pooled" if rounds else ""), load))
+    for name, r in runs:
         wall = f"{r['wall_s']:.2f}" if r.get("wall_s") is not None else "-"
         lines.append(f"| {name} | {r['requests']} | {r['answered']} | {r['wrong_masks']} ({r['mismatch_px']:,}) | "
                      f"{wall} | {_seconds(r['p50_ms'])} | {_seconds(r['p95_ms'])} | {_seconds(r['max_ms'])} |")
@@ -318,13 +327,25 @@ def concurrent_requests(url: str, batches: list[list[Path]], references: dict, d
     start = time.perf_counter()
     for t in threads:
         t.join()
-    out = summarize_calls([c for per in calls for c in per], max(finished) - start)
-    return {**out, "clients": len(batches), "per_client": len(batches[0]) if batches else 0}
+    flat = [c for per in calls for c in per]
+    out = summarize_calls(flat, max(finished) - start)
+    return {**out, "clients": len(batches), "per_client": len(batches[0]) if batches else 0, "calls": flat}
+
+
+def load_rounds(url: str, batches: list[list[Path]], references: dict, download_dir: str, threshold: float,
+                rounds: int) -> dict:
+    """`concurrent_requests` `rounds` times on the same server: each round's figures, and all rounds'
+    requests pooled (what the goals read). One round on these shared VMs ranged from 2.8 to 5.8 s p95
+    within minutes, so one round alone says little."""
+    each = [concurrent_requests(url, batches, references, download_dir, threshold) for _ in range(rounds)]
+    pooled = summarize_calls([c for r in each for c in r.pop("calls")])
+    return {**pooled, "wall_s": round(sum(r["wall_s"] for r in each), 3), "clients": len(batches),
+            "per_client": len(batches[0]) if batches else 0, "rounds": each}
 
 
 # -- the run -------------------------------------------------------------------------------------------
-def run(out: Path, *, requests: int = 30, clients: int = 20, per_client: int = 5, data_root: Path | None = None,
-        concurrency: int | None = None, threads: int | None = None, argv=None) -> dict:
+def run(out: Path, *, requests: int = 30, clients: int = 20, per_client: int = 5, rounds: int = LOAD_ROUNDS,
+        data_root: Path | None = None, concurrency: int | None = None, threads: int | None = None, argv=None) -> dict:
     import torch
     from ..inference import Pipeline
     from ..paths import data_home
@@ -352,7 +373,7 @@ def run(out: Path, *, requests: int = 30, clients: int = 20, per_client: int = 5
         defaults_result = single_requests(server.url, single, references, warm, downloads, threshold,
                                           one_tls_context=False)
         batches = [loaded[i * per_client:(i + 1) * per_client] for i in range(clients)]
-        load_result = concurrent_requests(server.url, batches, references, downloads, threshold)
+        load_result = load_rounds(server.url, batches, references, downloads, threshold, rounds)
         startup, port = server.startup_s, server.port
     machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     total = next(r for r in profile["rows"] if r["group"] == "total")["p50_ms"]
@@ -376,6 +397,8 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=30, help="sequential single requests (timed)")
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--per-client", type=int, default=5, help="different slices each client sends")
+    p.add_argument("--rounds", type=int, default=LOAD_ROUNDS,
+                   help="times the load test runs (same server, same slices); the goals read all rounds pooled")
     p.add_argument("--out", type=Path, default=Path("benchmarks"))
     p.add_argument("--data-root", type=Path, default=None, help="the data home holding brisc2025/")
     p.add_argument("--concurrency", type=int, default=None,
@@ -384,9 +407,10 @@ def main(argv=None) -> int:
                    help="torch/ONNX threads per model call in the server (OMP_NUM_THREADS) and here "
                         "(default: the app's, the usable cores shared out among --concurrency calls)")
     args = p.parse_args(argv)
-    if min(args.requests, args.clients, args.per_client) < 1:
-        p.error("--requests, --clients and --per-client must be at least 1")
-    run(args.out, requests=args.requests, clients=args.clients, per_client=args.per_client, data_root=args.data_root,
+    if min(args.requests, args.clients, args.per_client, args.rounds) < 1:
+        p.error("--requests, --clients, --per-client and --rounds must be at least 1")
+    run(args.out, requests=args.requests, clients=args.clients, per_client=args.per_client, rounds=args.rounds,
+        data_root=args.data_root,
         concurrency=args.concurrency, threads=args.threads, argv=argv)
     print((args.out / "app_load.md").read_text())
     return 0
