@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from ..paths import MODELS_DIR, runs_dir
 from ..registry import BRISC_CLASSIFIER
 

@@ -82,6 +82,12 @@ def _seconds(ms) -> str:
     return "-" if ms is None else f"{ms / 1000:.3f}"
 
 
+def busy_cause(machine: dict) -> str:
+    """What made `machine_state` call the machine busy when no single process did."""
+    share = machine.get("cpu_busy_share_before")
+    return "load average" if share is None else f"the CPU {share:.0%} busy"
+
+
 def _met(ok) -> str:
     return "-" if ok is None else ("yes" if ok else "**no**")
 
@@ -96,16 +102,16 @@ def goals(result: dict) -> list[tuple[str, str, bool | None]]:
         if single is not None:
             rows.append((f"one request alone ({client}): p50 <= {GOAL_SINGLE_P50_S} s", f"{_seconds(single['p50_ms'])} s",
                          None if single["p50_ms"] is None else single["p50_ms"] / 1000 <= GOAL_SINGLE_P50_S))
-    cfg = f"{load['clients']} clients x {load['per_client']} slices"
-    if load.get("rounds"):
-        worst = max(r["p95_ms"] or 0 for r in load["rounds"])
-        cfg += f" ({len(load['rounds'])} rounds pooled; worst round p95 {_seconds(worst)} s)"
+    rounds = load.get("rounds") or []
+    cfg = f"{load['clients']} clients x {load['per_client']} slices" + (f", {len(rounds)} rounds pooled" if rounds else "")
+    worst = max((r["p95_ms"] for r in rounds if r["p95_ms"] is not None), default=None)
     all_answered = load["answered"] == load["requests"]
     rows.append((f"{cfg}: all answered", f"{load['answered']}/{load['requests']}", all_answered))
     rows.append((f"{cfg}: right masks (0 mismatching px)", f"{load['mismatch_px']:,} px in {load['wrong_masks']} masks",
                  load["wrong_masks"] == 0 and all_answered))
     limit = BEFORE_LOAD_P95_S / 2
-    rows.append((f"{cfg}: p95 <= {limit:.1f} s (half of {BEFORE_LOAD_P95_S} s)", f"{_seconds(load['p95_ms'])} s",
+    measured = f"{_seconds(load['p95_ms'])} s" + (f" (worst round {_seconds(worst)} s)" if worst is not None else "")
+    rows.append((f"{cfg}: p95 <= {limit:.1f} s (half of {BEFORE_LOAD_P95_S} s)", measured,
                  None if load["p95_ms"] is None else load["p95_ms"] / 1000 <= limit))
     return rows
 
@@ -122,7 +128,7 @@ def render_markdown(result: dict) -> str:
              + (f", after {m['load_average_after'][0]:.2f}" if m.get("load_average_after") else "")
              + (f"; CPU busy {m['cpu_busy_share_before']:.0%} over the second before start. "
                 if m.get("cpu_busy_share_before") is not None else ". ")
-             + (f"**Another heavy process was running** ({busy or 'load average'}): these figures are from a "
+             + (f"**Another heavy process was running** ({busy or busy_cause(m)}): these figures are from a "
                 "busy machine." if m["another_heavy_process"] else "No other heavy process was running."),
              f"Server: `space/app.py`, concurrency {server['concurrency']}, torch threads {server['threads']}, "
              f"answered after {server['startup_s']:.1f} s; models {', '.join(result['profile']['runtimes'].values())} "
@@ -138,7 +144,8 @@ def render_markdown(result: dict) -> str:
     cfg = f"{load['clients']} clients x {load['per_client']} slices"
     rounds = load.get("rounds") or []
     runs += [(f"{cfg}, round {i + 1}", r) for i, r in enumerate(rounds)]
-    runs.append((f"{cfg} ({SINGLE_RUNS[0][1]} each)" + (f", {len(rounds)} rounds pooled" if rounds else ""), load))
+    runs.append((f"{cfg} ({SINGLE_RUNS[0][1]} each)" + (f", {len(rounds)} rounds pooled (wall: their sum)"
+                                                       if rounds else ""), load))
     for name, r in runs:
         wall = f"{r['wall_s']:.2f}" if r.get("wall_s") is not None else "-"
         lines.append(f"| {name} | {r['requests']} | {r['answered']} | {r['wrong_masks']} ({r['mismatch_px']:,}) | "

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .app_load import pick_slices  # the same BRISC test slices the app benchmark sends
+from .app_load import busy_cause, pick_slices  # the same BRISC test slices the app benchmark sends
 
 GOAL_RATIO = 0.8
 
@@ -136,7 +136,7 @@ def render_markdown(result: dict) -> str:
              f"`{result['command']}`, {result['date']}", "",
              f"Machine: {hw.get('cpu', '?')}, {m['cores']} cores, torch threads {result['torch_threads']}; load average "
              f"before {m['load_average_before'][0]:.2f}, after {m['load_average_after'][0]:.2f}. "
-             + (f"**Another heavy process was running** ({busy or 'load average'}): these figures are from a busy "
+             + (f"**Another heavy process was running** ({busy or busy_cause(m)}): these figures are from a busy "
                 "machine." if m["another_heavy_process"] else "No other heavy process was running."),
              f"Models: segmenter {result['runtimes']['segmenter']}, classifier {result['runtimes']['classifier']}, "
              f"scope gate torch fp32; loaded in {result['startup_s']:.1f} s (not in the times below). "

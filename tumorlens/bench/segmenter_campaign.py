@@ -6,14 +6,16 @@ shipped segmenter by the rule that ships models, with the learning curves drawn 
     python -m tumorlens.bench.segmenter_campaign report [--candidate FOLDER]  # benchmarks/segmenter_v3.*
 
 - score: each stage's best checkpoint (RUN_DIR/best) and the shipped segmenter for the run's dataset
-  (BRISC 2025 or LGG) on the same validation slices of that dataset, each tuned by `tumorlens.postprocess.tune_postprocess` (hflip TTA, the best tumor-slice
-  Dice with at most 2 % of healthy slices given a >= 50 px mask), plus the average of the two probability
-  maps, for the record; written to RUN_DIR/campaign_score.json with the run's learning curve and CPU-hours.
-- speed: one real 512 px slice through `Segmenter.segment` (letterbox, both flips, clean-up) for the shipped
-  folder and the candidate folder, torch at this machine's precision, interleaved rounds, each folder's
-  fastest round: the issue allows the candidate at most 2x the shipped time.
+  (BRISC 2025 or LGG) on the same validation slices of that dataset, each tuned by
+  `tumorlens.postprocess.tune_postprocess` (hflip TTA, the best tumor-slice Dice with at most 2 % of
+  healthy slices given a >= 50 px mask), plus the average of the two probability maps, for the record;
+  written to RUN_DIR/campaign_score.json with the run's learning curve and CPU-hours.
+- speed (BRISC): one real 512 px slice through `Segmenter.segment` (letterbox, both flips, clean-up) for
+  the shipped BRISC folder and the candidate folder, torch at this machine's precision, interleaved
+  rounds, each folder's fastest round: the issue allows the candidate at most 2x the shipped time.
 - report: the stages' scores and curves, and, when the candidate folder holds an eval.json, its BRISC test
-  scores beside the shipped one's (the three Dice definitions, by class, plane and size, healthy slices).
+  scores beside the shipped BRISC model's (the three Dice definitions, by class, plane and size, healthy
+  slices).
 A stage ships only if its tuned validation Dice beats the shipped model's beyond the validation split's
 noise: the 95 % paired-bootstrap interval of the per-tumor-slice Dice difference (each model at its own
 tuned settings, the same slices resampled together) lies above 0."""
@@ -102,6 +104,9 @@ def score_stage(run_dir: Path, shipped: Path | None = None) -> dict:
     spec = json.loads((run_dir / "spec.json").read_text())
     state = json.loads((run_dir / "state" / "trainer_state.json").read_text())
     dataset = spec["data"]["dataset"]
+    if shipped is None and dataset not in SHIPPED_BY_DATASET:
+        from ..errors import ConfigError
+        raise ConfigError(f"no shipped segmenter to judge a {dataset} stage against; pass shipped=")
     shipped = shipped or SHIPPED_BY_DATASET[dataset]
     new = Segmenter.from_pretrained(run_dir / "best", runtime="torch")
     old = Segmenter.from_pretrained(shipped, runtime="torch")
