@@ -26,13 +26,14 @@ from tumorlens.app_results import (BEST_FIRST, NEEDS_DATA, WORST_FIRST, SlicePag
 from tumorlens.data import TUMOR_CLASSES, brisc2025
 from tumorlens.examples import committed_examples, example_label, example_paths
 from tumorlens.inference import Pipeline, Segmentation
+from tumorlens.registry import BRISC_CLASSIFIER, BRISC_SEGMENTER, LGG_SEGMENTER
 from tumorlens.segmenter_bank import SegmenterBank
 from tumorlens.visualize import AGREEMENT_RGB, EXTRA_RGB, MISSED_RGB, comparison_overlay
 
 EXAMPLES = REPO / "space" / "examples"
-SHIPPED_SEGMENTER = REPO / "models" / "tumorlens-unet-mobilenetv2-brisc2025"
-SHIPPED_LGG = REPO / "models" / "tumorlens-unet-mobilenetv2-lgg"
-SHIPPED_CLASSIFIER = REPO / "models" / "tumorlens-efficientnet-lite0-brisc2025"
+SHIPPED_SEGMENTER = REPO / "models" / BRISC_SEGMENTER
+SHIPPED_LGG = REPO / "models" / LGG_SEGMENTER
+SHIPPED_CLASSIFIER = REPO / "models" / BRISC_CLASSIFIER
 NOWHERE = "/nonexistent/tumorlens-data"
 
 

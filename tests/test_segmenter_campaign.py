@@ -25,14 +25,16 @@ def test_report_says_which_stage_ships_and_reads_the_test_scores(tmp_path):
     speed = {"ms": {"shipped": {"p50_ms": 40.0}, "candidate": {"p50_ms": 50.0}}, "ratio": 1.25, "within_limit": True,
              "input": "one 512x512 px slice", "precision": "bf16", "hardware": {"cpu": "X", "threads": 2},
              "measured": "2026-12-03 08:00"}
-    campaign.write_report([stage("long", 0.8751, 0.8731), stage("worse", 0.8700, 0.8731, done=False)], speed, None,
+    campaign.write_report([stage("long", 0.8751, 0.8731), stage("worse", 0.8700, 0.8731, done=False)],
+                          {"brisc2025": {**speed, "folders": {"shipped": "a/shipped", "candidate": "b/cand"}}}, {},
                           tmp_path)
     md = (tmp_path / "segmenter_v3.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| long") or
             line.startswith("| worse")}
     assert rows["long"].rstrip().endswith("| yes |") and "0.8751" in rows["long"] and "0.8731" in rows["long"]
     assert rows["worse"].rstrip().endswith("| no |") and "24/30 (running)" in rows["worse"]
-    assert "**1.25x** (limit 2x: met)" in md and "not scored on test" in md
+    assert "shipped 40.0 ms (shipped), candidate 50.0 ms p50 (cand) = **1.25x** (limit 2x: met)" in md
+    assert "not scored on test" in md and "## LGG" not in md
     assert (tmp_path / "segmenter_v3_curves.png").stat().st_size > 0
     assert "stages long 4.50, worse 4.50 = **9.00 CPU-hours**" in md  # no ablation.json beside it here
     (tmp_path / "ablation.json").write_text(json.dumps({"arms": [{"cpu_hours": 1.25}, {"cpu_hours": 0.5}]}))
@@ -45,10 +47,11 @@ def test_report_says_which_stage_ships_and_reads_the_test_scores(tmp_path):
     candidate.mkdir()
     ev = {**shipped, "dice_mean": 0.8912, "dice_median": 0.9401}
     (candidate / "eval.json").write_text(json.dumps(ev))
-    campaign.write_report([stage("long", 0.8751, 0.8731)], None, candidate, tmp_path / "with")
+    campaign.write_report([stage("long", 0.8751, 0.8731)], {}, {"brisc2025": candidate}, tmp_path / "with")
     md = (tmp_path / "with" / "segmenter_v3.md").read_text()
     assert "| candidate (candidate) | 0.8912 | 0.9401 |" in md and "not scored on test" not in md
-    assert json.loads((tmp_path / "with" / "segmenter_v3.json").read_text())["candidate"] == str(candidate)
+    assert json.loads((tmp_path / "with" / "segmenter_v3.json").read_text())["candidates"] == {
+        "brisc2025": str(candidate)}
     shutil.rmtree(candidate)
 
 
@@ -79,3 +82,33 @@ def test_per_slice_dice_is_what_tuning_averages_and_the_bootstrap_brackets_it():
     assert better["ci95"][0] > 0 and better["mean_difference"] == 0.01
     noisy = campaign.paired_bootstrap(per_slice + rng.normal(0, 0.1, 9), per_slice)
     assert noisy["ci95"][0] < noisy["mean_difference"] < noisy["ci95"][1]
+
+
+def test_lgg_candidate_gets_its_own_test_section_beside_the_shipped_lgg_model(tmp_path):
+    shipped = json.loads((campaign.SHIPPED_BY_DATASET["lgg"] / "eval.json").read_text())
+    candidate = tmp_path / "lgg-candidate"
+    candidate.mkdir()
+    (candidate / "eval.json").write_text(json.dumps({**shipped, "dice_per_patient_mean": 0.8712,
+                                                     "dice_per_patient_median": 0.8899}))
+    campaign.write_report([stage("lgg-stage", 0.79, 0.75)], {}, {"lgg": candidate}, tmp_path / "out")
+    md = (tmp_path / "out" / "segmenter_v3.md").read_text()
+    section = md.split("## LGG test patients (eval.json)")[1]
+    assert f"| {shipped['dice_per_patient_mean']:.4f} | {shipped['dice_per_patient_median']:.4f} |" in section
+    assert "| candidate (lgg-candidate) | 0.8712 | 0.8899 |" in section
+    assert "## BRISC 2025 test" in md.split("## LGG")[0]  # the BRISC section stays, its candidate not scored
+    summary = json.loads((tmp_path / "out" / "segmenter_v3.json").read_text())
+    assert summary["test"]["lgg"]["candidate"]["dice_per_patient_mean"] == 0.8712
+    assert summary["compared_with"]["lgg"] == campaign.SHIPPED_BY_DATASET["lgg"].name
+
+
+def test_earlier_stages_are_kept_unless_scored_again_and_old_speed_files_read_as_brisc(tmp_path):
+    earlier = [stage("a", 0.87, 0.87), stage("b", 0.86, 0.87)]
+    again = stage("b", 0.88, 0.87)
+    merged = campaign.merge_stages(earlier, [again, stage("c", 0.85, 0.87)])
+    assert [s["stage"] for s in merged] == ["a", "b", "c"] and merged[1] is again
+    old = tmp_path / "speed.json"
+    old.write_text(json.dumps({"ms": {}, "ratio": 1.1}))
+    assert campaign.read_speeds(old) == {"brisc2025": {"ms": {}, "ratio": 1.1}}
+    old.write_text(json.dumps({"lgg": {"ms": {}, "ratio": 1.2}}))
+    assert campaign.read_speeds(old) == {"lgg": {"ms": {}, "ratio": 1.2}}
+    assert campaign.read_speeds(tmp_path / "missing.json") == {}

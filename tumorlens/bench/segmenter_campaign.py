@@ -1,21 +1,23 @@
 """Segmentation v3 after the ablation: the winner trained long (and any later stage), judged against the
 shipped segmenter by the rule that ships models, with the learning curves drawn from the runs themselves.
 
-    python -m tumorlens.bench.segmenter_campaign score RUN_DIR [RUN_DIR ...]   # validation, per stage
-    python -m tumorlens.bench.segmenter_campaign speed CANDIDATE              # ms per slice, both, one run
-    python -m tumorlens.bench.segmenter_campaign report [--candidate FOLDER]  # benchmarks/segmenter_v3.*
+    python -m tumorlens.bench.segmenter_campaign score RUN_DIR [--stage NAME]       # validation, per stage
+    python -m tumorlens.bench.segmenter_campaign speed CANDIDATE [--dataset lgg]    # ms per slice, both, one run
+    python -m tumorlens.bench.segmenter_campaign report --runs RUN_DIR ... [--candidate FOLDER ...]
 
 - score: each stage's best checkpoint (RUN_DIR/best) and the shipped segmenter for the run's dataset
   (BRISC 2025 or LGG) on the same validation slices of that dataset, each tuned by
   `tumorlens.postprocess.tune_postprocess` (hflip TTA, the best tumor-slice Dice with at most 2 % of
   healthy slices given a >= 50 px mask), plus the average of the two probability maps, for the record;
-  written to RUN_DIR/campaign_score.json with the run's learning curve and CPU-hours.
-- speed (BRISC): one real 512 px slice through `Segmenter.segment` (letterbox, both flips, clean-up) for
-  the shipped BRISC folder and the candidate folder, torch at this machine's precision, interleaved
-  rounds, each folder's fastest round: the issue allows the candidate at most 2x the shipped time.
-- report: the stages' scores and curves, and, when the candidate folder holds an eval.json, its BRISC test
-  scores beside the shipped BRISC model's (the three Dice definitions, by class, plane and size, healthy
-  slices).
+  written to RUN_DIR/campaign_score.json with the run's learning curve and CPU-hours, under the run dir's
+  name or --stage.
+- speed: one real test slice of the dataset (BRISC 2025: 512 px; LGG: 256 px) through `Segmenter.segment`
+  (letterbox, both flips, clean-up) for the dataset's shipped folder and the candidate folder, torch at
+  this machine's precision, interleaved rounds, each folder's fastest round: the issue allows the
+  candidate at most 2x the shipped time.
+- report: the stages' scores and curves (stages recorded by an earlier report and not given again are kept:
+  run dirs do not outlive a machine), and, for each released candidate folder, its test scores (eval.json)
+  beside the shipped model of its dataset.
 A stage ships only if its tuned validation Dice beats the shipped model's beyond the validation split's
 noise: the 95 % paired-bootstrap interval of the per-tumor-slice Dice difference (each model at its own
 tuned settings, the same slices resampled together) lies above 0."""
@@ -92,7 +94,7 @@ def logged_cpu_hours(log: Path) -> float:
     return round(total / 3600, 2)
 
 
-def score_stage(run_dir: Path, shipped: Path | None = None) -> dict:
+def score_stage(run_dir: Path, shipped: Path | None = None, stage: str | None = None) -> dict:
     """The stage's best checkpoint, the shipped model (default: the one for the run's dataset) and their
     average, tuned on the same validation slices."""
     import torch
@@ -116,7 +118,7 @@ def score_stage(run_dir: Path, shipped: Path | None = None) -> dict:
     p_new = new.probabilities(images)
     p_old = p_new if new.pre.size != old.pre.size else old.probabilities(images)
     score = {
-        "stage": run_dir.name, "run_dir": str(run_dir), "dataset": dataset, "shipped_folder": shipped.name,
+        "stage": stage or run_dir.name, "run_dir": str(run_dir), "dataset": dataset, "shipped_folder": shipped.name,
         "setup": spec["setup"], "init_from": spec.get("init_from"),
         "extra_train": spec["data"].get("extra_train"), "epochs": spec["schedule"]["epochs"],
         "epochs_done": state["epoch"], "done": state.get("done", False), "best_epoch": state["best_epoch"],
@@ -136,48 +138,126 @@ def score_stage(run_dir: Path, shipped: Path | None = None) -> dict:
     return score
 
 
-def measure_speed(candidate: Path, shipped: Path = SHIPPED, runs: int = 30) -> dict:
-    """`Segmenter.segment` on one real 512 px BRISC test slice, both folders, torch, interleaved rounds."""
+def speed_slice(dataset: str) -> np.ndarray:
+    """One real test slice of the dataset, as a user would upload it: a 512 px BRISC 2025 test slice, or the
+    first tumor slice of the first LGG test patient (256 px, pre-contrast/FLAIR/post-contrast)."""
+    from ..paths import data_home
+    from ..preprocess import decode_image
+    if dataset == "brisc2025":
+        from .app_load import pick_slices
+        return decode_image(str(pick_slices(data_home(), 1)[0]))
+    from PIL import Image
+    from ..data import lgg
+    test = set(lgg.recorded_split()["test"])
+    root = lgg._case_root(lgg.resolve_root(lgg.NAME, env_var=lgg.ROOT_ENV))
+    for row in lgg.scan(root):
+        if row["patient_id"] in test and np.asarray(Image.open(row["mask"])).any():
+            return decode_image(row["image"])
+    raise FileNotFoundError(f"no LGG test slice with a tumor under {root}")
+
+
+def measure_speed(candidate: Path, dataset: str = "brisc2025", runs: int = 30) -> dict:
+    """`Segmenter.segment` on one real test slice of the dataset, its shipped folder and the candidate, torch,
+    interleaved rounds."""
     import torch
     from ..hardware import default_threads, hardware_summary
     from ..inference import Segmenter
-    from ..paths import data_home
-    from ..preprocess import decode_image
-    from .app_load import pick_slices
     from .latency import fastest_of_rounds
     torch.set_num_threads(default_threads())
-    rgb = decode_image(str(pick_slices(data_home(), 1)[0]))
+    shipped = SHIPPED_BY_DATASET[dataset]
+    rgb = speed_slice(dataset)
     models = {"shipped": Segmenter.from_pretrained(shipped, runtime="torch"),
               "candidate": Segmenter.from_pretrained(candidate, runtime="torch")}
     rows = fastest_of_rounds({n: (lambda m=m: m.segment(rgb)) for n, m in models.items()}, runs, SPEED_ROUNDS)
     ratio = rows["candidate"]["p50_ms"] / rows["shipped"]["p50_ms"]
-    return {"folders": {"shipped": str(shipped), "candidate": str(candidate)}, "ms": rows,
+    return {"dataset": dataset, "folders": {"shipped": str(shipped), "candidate": str(candidate)}, "ms": rows,
             "ratio": round(ratio, 3), "within_limit": ratio <= SPEED_LIMIT, "runtime": "torch",
             "input": f"one {rgb.shape[1]}x{rgb.shape[0]} px slice", "precision": models["shipped"].runner.precision,
             "hardware": hardware_summary("cpu"), "measured": time.strftime("%Y-%m-%d %H:%M")}
 
 
+def read_speeds(path: Path) -> dict[str, dict]:
+    """Dataset -> speed record; a file from before LGG had its own (one record, BRISC) still reads."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {"brisc2025": data} if "ms" in data else data
+
+
+def merge_stages(earlier: list[dict], scored: list[dict]) -> list[dict]:
+    """The earlier report's stages, each replaced by a new score of the same name, then the new ones."""
+    names = {s["stage"] for s in scored}
+    return [s for s in earlier if s["stage"] not in names] + scored
+
+
+def _source_name(init_from: str) -> str:
+    """A stage's starting point by name: its run dir for a run's best checkpoint, else the folder or repo id."""
+    path = Path(init_from)
+    return path.parent.name if path.name == "best" else init_from
+
+
 def _test_row(name: str, ev: dict) -> str:
     d = ev.get("dice_definitions", {})
-    labels = ", ".join(f"{k} {v['dice']['mean']:.4f}" for k, v in ev.get("by_label", {}).items())
+    labels = ", ".join(f"{k} {v['dice']['mean']:.4f}" for k, v in ev.get("by_label", {}).items()) or "-"
     sizes = ", ".join(f"{k} {ev['by_size'][k]['dice']['mean']:.4f}" for k in ("small", "medium", "large")
                       if k in ev.get("by_size", {}))
     h = ev.get("healthy", {})
     all_slices, pooled = (d.get(k, {}).get("value", float("nan")) for k in ("all_slices_mean", "pooled"))
-    return (f"| {name} | {ev['dice_mean']:.4f} | {ev['dice_median']:.4f} | {all_slices:.4f} | {pooled:.4f} | "
-            f"{labels} | {sizes} | {h.get('masked', '-')}/{h.get('n', '-')} |")
+    patients = ("" if "dice_per_patient_mean" not in ev else
+                f"{ev['dice_per_patient_mean']:.4f} | {ev['dice_per_patient_median']:.4f} | ")
+    return (f"| {name} | {patients}{ev['dice_mean']:.4f} | {ev['dice_median']:.4f} | {all_slices:.4f} | "
+            f"{pooled:.4f} | {labels} | {sizes} | {h.get('masked', '-')}/{h.get('n', '-')} |")
 
 
-def write_report(stages: list[dict], speed: dict | None, candidate: Path | None, out: Path) -> None:
+TEST_SECTIONS = {  # dataset -> (heading, leading columns of its headline)
+    "brisc2025": ("BRISC 2025 test (eval.json)", []),
+    "lgg": ("LGG test patients (eval.json)", ["mean Dice per patient", "median per patient"]),
+}
+
+
+def test_section(dataset: str, shipped_ev: dict, shipped_name: str, candidate: Path | None,
+                 cand_ev: dict | None) -> list[str]:
+    heading, lead = TEST_SECTIONS[dataset]
+    columns = lead + ["mean Dice per tumor slice", "median", "mean over all slices", "pooled", "by class",
+                      "by size", "healthy masked"]
+    lines = ["", f"## {heading}", "", "| model | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns), _test_row(f"shipped ({shipped_name})", shipped_ev)]
+    lines.append(_test_row(f"candidate ({candidate.name})", cand_ev) if cand_ev else
+                 "| candidate | not scored on test: no stage has beaten the shipped model on validation "
+                 + "|  " * (len(columns) - 1) + "|")
+    return lines
+
+
+def candidate_dataset(folder: Path) -> str:
+    from ..model_record import read_record
+    return read_record(folder).trained_on
+
+
+def write_report(stages: list[dict], speeds: dict[str, dict], candidates: dict[str, Path], out: Path,
+                 shipped: dict[str, Path] | None = None) -> None:
+    """`candidates`: dataset -> released folder; `shipped`: dataset -> the folder it is compared with (default:
+    SHIPPED_BY_DATASET; a candidate released as the shipped model keeps its predecessor here)."""
     from .ablation import plot_curves
+    shipped = {**SHIPPED_BY_DATASET, **(shipped or {})}
     out.mkdir(parents=True, exist_ok=True)
     plot_curves([{"arm": s["stage"], "curve": s["curve"]} for s in stages], out / f"{REPORT}_curves.png")
-    shipped_ev = json.loads((SHIPPED / EVAL_NAME).read_text())
-    scored = candidate is not None and (candidate / EVAL_NAME).is_file()
-    cand_ev = json.loads((candidate / EVAL_NAME).read_text()) if scored else None
-    summary = {"stages": stages, "speed": speed, "candidate": str(candidate) if candidate else None,
-               "test": {"shipped": shipped_ev.get("dice_definitions"),
-                        "candidate": (cand_ev or {}).get("dice_definitions")}}
+    datasets = ["brisc2025"] + [d for d in TEST_SECTIONS if d != "brisc2025" and d in candidates]
+    tests, sections = {}, []
+    for dataset in datasets:
+        shipped_ev = json.loads((shipped[dataset] / EVAL_NAME).read_text())
+        candidate = candidates.get(dataset)
+        cand_ev = (json.loads((candidate / EVAL_NAME).read_text())
+                   if candidate is not None and (candidate / EVAL_NAME).is_file() else None)
+        tests[dataset] = {"shipped": shipped_ev.get("dice_definitions"),
+                          "candidate": (cand_ev or {}).get("dice_definitions")}
+        for key in ("dice_per_patient_mean", "dice_per_patient_median"):
+            if key in shipped_ev:
+                tests[dataset]["shipped"] = {**tests[dataset]["shipped"], key: shipped_ev[key]}
+                if cand_ev:
+                    tests[dataset]["candidate"] = {**tests[dataset]["candidate"], key: cand_ev.get(key)}
+        sections += test_section(dataset, shipped_ev, shipped[dataset].name, candidate, cand_ev)
+    summary = {"stages": stages, "speed": speeds, "candidates": {d: str(c) for d, c in candidates.items()},
+               "compared_with": {d: shipped[d].name for d in datasets}, "test": tests}
     (out / f"{REPORT}.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = ["# Segmentation v3: the ablation winner trained on", "", __doc__.split("\n\n")[0].replace("\n", " "), "",
              "## Validation (each stage's dataset, its validation split, the shipping rule)", "",
@@ -188,7 +268,7 @@ def write_report(stages: list[dict], speed: dict | None, candidate: Path | None,
         c, sh, av = s["candidate"], s.get("shipped"), s.get("average_with_shipped")
         recipe = (f"{s['setup']['encoder']} {s['setup']['decoder']}, {s['setup']['crop']} px crops of "
                   f"{s['setup']['input_size']} px" + (f", + {s['extra_train']}" if s.get("extra_train") else "")
-                  + (f", from {s['init_from']}" if s.get("init_from") else ""))
+                  + (f", from {_source_name(s['init_from'])}" if s.get("init_from") else ""))
         epochs = f"{s['epochs_done']}/{s['epochs']}{'' if s['done'] else ' (running)'}"
         lines.append(f"| {s['stage']} | {s.get('dataset', 'brisc2025')} | {recipe} | {epochs} | "
                      f"{s['best_epoch']} | {s['cpu_hours_estimate']:.2f} | {c['val_dice_tumor']:.4f} | "
@@ -199,21 +279,17 @@ def write_report(stages: list[dict], speed: dict | None, candidate: Path | None,
     lines += ["", f"![learning curves]({REPORT}_curves.png)", "",
               "Curves: validation tumor Dice at threshold 0.5 without flip or clean-up (what training selects on) and "
               "training loss, per epoch, from each run's trainer state."]
-    if speed:
-        ms = speed["ms"]
-        lines += ["", "## One-slice inference time (same run, same runtime)", "",
-                  f"`Segmenter.segment` on {speed['input']}, torch {speed['precision']}, "
-                  f"{speed['hardware'].get('cpu')}, {speed['hardware'].get('threads')} threads, {speed['measured']}: "
-                  f"shipped {ms['shipped']['p50_ms']} ms, "
-                  f"candidate {ms['candidate']['p50_ms']} ms p50 = **{speed['ratio']:.2f}x** "
-                  f"(limit {SPEED_LIMIT:.0f}x: {'met' if speed['within_limit'] else 'not met'})."]
-    lines += ["", "## BRISC 2025 test (eval.json)", "",
-              "| model | mean Dice per tumor slice | median | mean over all slices | pooled | by class | by size | "
-              "healthy masked |",
-              "|---|---|---|---|---|---|---|---|", _test_row(f"shipped ({SHIPPED.name})", shipped_ev)]
-    lines.append(_test_row(f"candidate ({candidate.name})", cand_ev) if cand_ev else
-                 "| candidate | not scored on test: no stage has beaten the shipped model on validation "
-                 "|  |  |  |  |  |  |")
+    if speeds:
+        lines += ["", "## One-slice inference time (same run, same runtime)", ""]
+        for dataset, speed in speeds.items():
+            ms = speed["ms"]
+            lines.append(f"- {dataset}: `Segmenter.segment` on {speed['input']}, torch {speed['precision']}, "
+                         f"{speed['hardware'].get('cpu')}, {speed['hardware'].get('threads')} threads, "
+                         f"{speed['measured']}: shipped {ms['shipped']['p50_ms']} ms "
+                         f"({Path(speed['folders']['shipped']).name}), candidate {ms['candidate']['p50_ms']} ms p50 "
+                         f"({Path(speed['folders']['candidate']).name}) = **{speed['ratio']:.2f}x** "
+                         f"(limit {SPEED_LIMIT:.0f}x: {'met' if speed['within_limit'] else 'not met'}).")
+    lines += sections
     (out / f"{REPORT}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -244,22 +320,34 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("score", "speed", "report"))
     p.add_argument("paths", nargs="*", type=Path, help="score: run dirs; speed: the candidate folder")
-    p.add_argument("--candidate", type=Path, default=None, help="report: the released candidate folder")
+    p.add_argument("--stage", help="score: the stage's name in the report (one run dir; default: its name)")
+    p.add_argument("--dataset", choices=sorted(SHIPPED_BY_DATASET), default="brisc2025",
+                   help="speed: the dataset whose shipped segmenter and test slice to time")
+    p.add_argument("--candidate", type=Path, nargs="*", default=[],
+                   help="report: released candidate folders (each is compared on its own dataset's test)")
+    p.add_argument("--compared-with", type=Path, nargs="*", default=[],
+                   help="report: the shipped folders to compare with, when a candidate now ships in their place")
     p.add_argument("--runs", type=Path, nargs="*", default=[], help="report: the stages' run dirs")
     p.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = p.parse_args(argv)
     if args.command == "score":
+        if args.stage and len(args.paths) != 1:
+            p.error("--stage names one run dir")
         for run_dir in args.paths:
-            print(json.dumps({k: v for k, v in score_stage(run_dir).items() if k != "curve"}, indent=1))
+            print(json.dumps({k: v for k, v in score_stage(run_dir, stage=args.stage).items() if k != "curve"},
+                             indent=1))
     elif args.command == "speed":
-        speed = measure_speed(args.paths[0])
-        (args.out / f"{REPORT}_speed.json").write_text(json.dumps(speed, indent=1) + "\n")
-        print(json.dumps(speed, indent=1))
-    else:
-        stages = [json.loads((r / SCORE_NAME).read_text()) for r in args.runs]
         speed_path = args.out / f"{REPORT}_speed.json"
-        speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
-        write_report(stages, speed, args.candidate, args.out)
+        speeds = {**read_speeds(speed_path), args.dataset: measure_speed(args.paths[0], args.dataset)}
+        speed_path.write_text(json.dumps(speeds, indent=1) + "\n")
+        print(json.dumps(speeds[args.dataset], indent=1))
+    else:
+        report_json = args.out / f"{REPORT}.json"
+        earlier = json.loads(report_json.read_text())["stages"] if report_json.is_file() else []
+        stages = merge_stages(earlier, [json.loads((r / SCORE_NAME).read_text()) for r in args.runs])
+        candidates = {candidate_dataset(c): c for c in args.candidate}
+        shipped = {candidate_dataset(f): f for f in args.compared_with}
+        write_report(stages, read_speeds(args.out / f"{REPORT}_speed.json"), candidates, args.out, shipped)
         print((args.out / f"{REPORT}.md").read_text())
     return 0
 
