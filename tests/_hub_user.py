@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
+from pathlib import Path
 
 import numpy as np
 import segmentation_models_pytorch as smp
 import timm
 import torch
 import transformers
+from huggingface_hub import hf_hub_download
 from transformers import pipeline
 
 
@@ -70,10 +72,15 @@ def main() -> None:
     out["classifier_processor"] = type(remote.image_processor).__name__
 
     for key, repo, paths in (("seg", args.seg, args.brisc), ("lgg", args.lgg, args.lgg_slices)):
-        pipe = pipeline("image-segmentation", model=repo, trust_remote_code=True)
-        out[f"{key}_pipeline_class"] = type(pipe).__name__
         segmenter = Segmenter.from_pretrained(repo, runtime="torch", precision="fp32")
-        out[f"{key}_pipeline_px_differ"] = _masks_agree(pipe, segmenter, paths)
+        # a segmenter with a timm universal encoder ships without transformers code (smp would hand the
+        # transformers keys of config.json on to timm.create_model): nothing to compare for it
+        if "auto_map" in json.loads(Path(hf_hub_download(repo, "config.json")).read_text()):
+            pipe = pipeline("image-segmentation", model=repo, trust_remote_code=True)
+            out[f"{key}_pipeline_class"] = type(pipe).__name__
+            out[f"{key}_pipeline_px_differ"] = _masks_agree(pipe, segmenter, paths)
+        else:
+            out[f"{key}_pipeline_class"] = None
         out[f"{key}_tumor_px"] = [int(segmenter.segment(p).mask.sum()) for p in paths]
 
     result = Pipeline.from_pretrained(args.seg, args.cls).analyze(args.brisc[0])

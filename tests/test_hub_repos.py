@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from _hub_cache import as_hub_cache, offline_env
-from tumorlens.hub_code import CODE_FILES, HERE
+from tumorlens.hub_code import CODE_FILES, HERE, takes_transformers_keys
 from tumorlens.paths import MODELS_DIR
 from tumorlens.registry import BRISC_CLASSIFIER, BRISC_SEGMENTER, LGG_SEGMENTER, hub_repo
 
@@ -54,6 +54,13 @@ def _non_square(folder: Path, n: int) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_folders_carry_the_current_transformers_code(name):
+    folder = MODELS_DIR / name
+    if SHIPPED[name] == "segmenter" and not takes_transformers_keys(folder):
+        # a timm universal encoder: smp would hand transformers' config keys to timm.create_model
+        assert not any((folder / f"{module}.py").exists() for module in CODE_FILES["segmenter"])
+        assert "auto_map" not in json.loads((folder / "config.json").read_text())
+        assert "trust_remote_code" not in (folder / "README.md").read_text()
+        return
     for module in CODE_FILES[SHIPPED[name]]:
         assert (MODELS_DIR / name / f"{module}.py").read_text() == (HERE / f"{module}.py").read_text(), module
     config = json.loads((MODELS_DIR / name / "config.json").read_text())
@@ -82,7 +89,10 @@ def test_by_repo_id_the_standard_loaders_and_pipelines_give_tumorlens_outputs(hu
     # the repos' own code: TumorLens's letterbox, flip average, temperature, threshold and clean-up
     assert out["classifier_processor"] == "TumorLensImageProcessor"
     assert out["classifier_pipeline_max_prob_diff"] < 1e-5
-    for key in ("seg", "lgg"):
+    for key, name in (("seg", BRISC_SEGMENTER), ("lgg", LGG_SEGMENTER)):
+        if not takes_transformers_keys(MODELS_DIR / name):  # ships without transformers code
+            assert out[f"{key}_pipeline_class"] is None
+            continue
         assert out[f"{key}_pipeline_class"] == "TumorLensSegmentationPipeline"
         assert out[f"{key}_pipeline_px_differ"] == [0] * len(out[f"{key}_tumor_px"]), out
     assert sum(n > 0 for n in out["seg_tumor_px"]) >= 3  # real tumors were compared, not empty masks

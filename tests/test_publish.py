@@ -16,6 +16,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from tumorlens import hub, publish
 from tumorlens.errors import HubError
+from tumorlens.hub_code import takes_transformers_keys
 from tumorlens.paths import MODELS_DIR
 from tumorlens.registry import BRISC_CLASSIFIER, BRISC_SEGMENTER, HUB_OWNER, LGG_SEGMENTER
 from tumorlens.space_bundle import SPACE_CONFIG_NAME
@@ -306,9 +307,12 @@ def test_publish_pushes_each_model_to_owner_with_its_card_naming_that_repo(fake_
         up = uploads[f"someone/{name}"]
         assert up["repo_type"] == "model"
         kind = publish.model_kind(MODELS_DIR / name)
-        # everything a stranger needs: the record, the post-processing, the transformers code
+        # everything a stranger needs: the record, the post-processing, the transformers code (which a
+        # segmenter with a timm universal encoder cannot carry: tumorlens.hub_code.takes_transformers_keys)
+        code = ({"image_processing_tumorlens.py", f"modeling_tumorlens_{kind}.py"}
+                if kind == "classifier" or takes_transformers_keys(MODELS_DIR / name) else set())
         assert {"config.json", "model.safetensors", "README.md", "eval.json", "metadata.json", "inference_config.json",
-                "preprocessor_config.json", "image_processing_tumorlens.py", f"modeling_tumorlens_{kind}.py"} <= set(up["files"])
+                "preprocessor_config.json", *code} <= set(up["files"])
         readme = up["readme"]
         snippet = (f'from_pretrained("someone/{name}")' if kind == "segmenter"
                    else f'"hf-hub:someone/{name}"')

@@ -32,7 +32,7 @@ def test_report_says_which_stage_ships_and_reads_the_test_scores(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| long") or
             line.startswith("| worse")}
     assert rows["long"].rstrip().endswith("| yes |") and "0.8751" in rows["long"] and "0.8731" in rows["long"]
-    assert rows["worse"].rstrip().endswith("| no |") and "24/30 (running)" in rows["worse"]
+    assert rows["worse"].rstrip().endswith("| no |") and "24/30 (not finished)" in rows["worse"]
     assert "shipped 40.0 ms (shipped), candidate 50.0 ms p50 (cand) = **1.25x** (limit 2x: met)" in md
     assert "not scored on test" in md and "## LGG" not in md
     assert (tmp_path / "segmenter_v3_curves.png").stat().st_size > 0

@@ -2,7 +2,7 @@
 on the LGG patient-wise train split (--dataset lgg), or on Figshare folds (--dataset figshare --fold K).
 
     python train/train_segmenter.py                       # CPU or CUDA, precision picked per machine
-    python train/train_segmenter.py --dataset lgg --out models/tumorlens-unet-mobilenetv2-lgg
+    python train/train_segmenter.py --dataset lgg --out models/tumorlens-unet-efficientnet-lite2-lgg
     accelerate launch train/train_segmenter.py --epochs 40
 Re-running with the same --run-dir resumes from the last checkpoint."""
 

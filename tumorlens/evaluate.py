@@ -2,7 +2,7 @@
 
     python -m tumorlens.evaluate segmenter models/tumorlens-unet-mobilenetv2-brisc2025
     python -m tumorlens.evaluate classifier models/tumorlens-efficientnet-lite0-brisc2025
-    python -m tumorlens.evaluate segmenter models/tumorlens-unet-mobilenetv2-lgg --dataset lgg
+    python -m tumorlens.evaluate segmenter models/tumorlens-unet-efficientnet-lite2-lgg --dataset lgg
     python -m tumorlens.evaluate classifier RUN/model --dataset figshare --fold 3
 
 One evaluator per model kind (score_segmenter, score_classifier) and one result skeleton (`evaluate`);

@@ -18,7 +18,7 @@ log = logging.getLogger("tumorlens.registry")
 HUB_OWNER = "tumorlens"  # where the shipped folders are published, under their own names
 # The shipped models: each name is its folder under models/ and its repo name on the Hub.
 BRISC_SEGMENTER = "tumorlens-unet-mobilenetv2-brisc2025"
-LGG_SEGMENTER = "tumorlens-unet-mobilenetv2-lgg"
+LGG_SEGMENTER = "tumorlens-unet-efficientnet-lite2-lgg"
 BRISC_CLASSIFIER = "tumorlens-efficientnet-lite0-brisc2025"
 
 DEFAULT_MODELS = {  # kind -> (the variable naming another model, the shipped folder); either may be a Hub repo id

@@ -269,7 +269,7 @@ def write_report(stages: list[dict], speeds: dict[str, dict], candidates: dict[s
         recipe = (f"{s['setup']['encoder']} {s['setup']['decoder']}, {s['setup']['crop']} px crops of "
                   f"{s['setup']['input_size']} px" + (f", + {s['extra_train']}" if s.get("extra_train") else "")
                   + (f", from {_source_name(s['init_from'])}" if s.get("init_from") else ""))
-        epochs = f"{s['epochs_done']}/{s['epochs']}{'' if s['done'] else ' (running)'}"
+        epochs = f"{s['epochs_done']}/{s['epochs']}{'' if s['done'] else ' (not finished)'}"
         lines.append(f"| {s['stage']} | {s.get('dataset', 'brisc2025')} | {recipe} | {epochs} | "
                      f"{s['best_epoch']} | {s['cpu_hours_estimate']:.2f} | {c['val_dice_tumor']:.4f} | "
                      f"{c['val_healthy_fp_rate']:.1%} of {c['n_val_healthy']} | "

@@ -7,7 +7,7 @@ loads (`read_inference_config`); `clean_mask` applies the clean-up.
 Re-tune a finished model (the CLI is tumorlens/postprocess/__main__.py):
 
     python -m tumorlens.postprocess classifier models/tumorlens-efficientnet-lite0-brisc2025
-    python -m tumorlens.postprocess segmenter models/tumorlens-unet-mobilenetv2-lgg --dataset lgg"""
+    python -m tumorlens.postprocess segmenter models/tumorlens-unet-efficientnet-lite2-lgg --dataset lgg"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 them to inference_config.json beside the weights; training runs this itself when it finalises.
 
     python -m tumorlens.postprocess classifier models/tumorlens-efficientnet-lite0-brisc2025
-    python -m tumorlens.postprocess segmenter models/tumorlens-unet-mobilenetv2-lgg --dataset lgg
+    python -m tumorlens.postprocess segmenter models/tumorlens-unet-efficientnet-lite2-lgg --dataset lgg
 
 Classifier: hflip TTA on or off. Segmenter: threshold and smallest kept component."""
 
