@@ -209,6 +209,12 @@ def _test_row(name: str, ev: dict) -> str:
             f"{pooled:.4f} | {labels} | {sizes} | {h.get('masked', '-')}/{h.get('n', '-')} |")
 
 
+def _test_record(ev: dict) -> dict:
+    """The test figures the report's json keeps: the Dice definitions, and the per-patient ones where scored."""
+    return {**ev.get("dice_definitions", {}),
+            **{k: ev[k] for k in ("dice_per_patient_mean", "dice_per_patient_median") if k in ev}}
+
+
 TEST_SECTIONS = {  # dataset -> (heading, leading columns of its headline)
     "brisc2025": ("BRISC 2025 test (eval.json)", []),
     "lgg": ("LGG test patients (eval.json)", ["mean Dice per patient", "median per patient"]),
@@ -248,13 +254,7 @@ def write_report(stages: list[dict], speeds: dict[str, dict], candidates: dict[s
         candidate = candidates.get(dataset)
         cand_ev = (json.loads((candidate / EVAL_NAME).read_text())
                    if candidate is not None and (candidate / EVAL_NAME).is_file() else None)
-        tests[dataset] = {"shipped": shipped_ev.get("dice_definitions"),
-                          "candidate": (cand_ev or {}).get("dice_definitions")}
-        for key in ("dice_per_patient_mean", "dice_per_patient_median"):
-            if key in shipped_ev:
-                tests[dataset]["shipped"] = {**tests[dataset]["shipped"], key: shipped_ev[key]}
-                if cand_ev:
-                    tests[dataset]["candidate"] = {**tests[dataset]["candidate"], key: cand_ev.get(key)}
+        tests[dataset] = {"shipped": _test_record(shipped_ev), "candidate": _test_record(cand_ev) if cand_ev else None}
         sections += test_section(dataset, shipped_ev, shipped[dataset].name, candidate, cand_ev)
     summary = {"stages": stages, "speed": speeds, "candidates": {d: str(c) for d, c in candidates.items()},
                "compared_with": {d: shipped[d].name for d in datasets}, "test": tests}
